@@ -1,0 +1,176 @@
+"""Encoder and decoder bodies.
+
+A network *spec* (`MLP`, `Conv`) is a small serialisable recipe; the VAE asks it
+for an encoder body for a data shape (any features out) and a decoder body for
+a parameter shape (exactly that shape out, in float32). Any Keras layer or model
+may stand in for a spec: an encoder layer may output any features, a decoder
+layer must output the likelihood's parameter shape.
+"""
+
+import math
+
+import keras
+
+
+def _check_activation(activation):
+    keras.activations.get(activation)  # raises on an unknown name
+    return activation
+
+
+@keras.saving.register_keras_serializable(package="kvae")
+class MLP:
+    """Fully connected body, as in Kingma and Welling (2014).
+
+    Args:
+        hidden_units: sequence of int, widths of the hidden layers, input side first.
+        activation: str, e.g. "relu" or "tanh".
+
+    Example:
+        >>> import kvae
+        >>> kvae.networks.mlp([400]).hidden_units
+        (400,)
+    """
+
+    def __init__(self, hidden_units=(512, 256), activation="relu"):
+        self.hidden_units = tuple(int(u) for u in hidden_units)
+        if any(u < 1 for u in self.hidden_units):
+            raise ValueError(f"hidden_units must be positive, got {list(hidden_units)}.")
+        self.activation = _check_activation(activation)
+
+    def _hidden(self):
+        return [keras.layers.Dense(u, activation=self.activation) for u in self.hidden_units]
+
+    def encoder(self, input_shape):
+        return keras.Sequential([keras.layers.Flatten(), *self._hidden()], name="encoder_body")
+
+    def decoder(self, output_shape):
+        return keras.Sequential(
+            [
+                *self._hidden(),
+                keras.layers.Dense(math.prod(output_shape), dtype="float32"),
+                keras.layers.Reshape(tuple(output_shape), dtype="float32"),
+            ],
+            name="decoder_body",
+        )
+
+    def get_config(self):
+        return {"hidden_units": list(self.hidden_units), "activation": self.activation}
+
+    @classmethod
+    def from_config(cls, config):
+        return cls(**config)
+
+
+@keras.saving.register_keras_serializable(package="kvae")
+class Conv:
+    """Convolutional body for H x W x C data.
+
+    Encoder: one stride-2 3x3 convolution per entry of `filters`, then a dense
+    layer of `hidden_units`. Decoder: the mirror image, with stride-2 transposed
+    convolutions (kernel 3 >= stride, so the ONNX export has no negative pads),
+    cropped to H x W, and a last 3x3 convolution to the parameter channels.
+
+    Args:
+        filters: sequence of int, channels of each stride-2 stage.
+        hidden_units: int, width of the dense layer between convolutions and z.
+        activation: str.
+    """
+
+    def __init__(self, filters=(32, 64), hidden_units=256, activation="relu"):
+        self.filters = tuple(int(f) for f in filters)
+        if not self.filters or any(f < 1 for f in self.filters):
+            raise ValueError(f"filters must be a non-empty list of positive ints, got {filters}.")
+        self.hidden_units = int(hidden_units)
+        self.activation = _check_activation(activation)
+
+    @staticmethod
+    def _check_image(shape):
+        if len(shape) != 3:
+            raise ValueError(
+                f"The conv network needs H x W x C data; got shape {tuple(shape)}. "
+                "Use the mlp network, or reshape the data to (H, W, C)."
+            )
+
+    def encoder(self, input_shape):
+        self._check_image(input_shape)
+        convs = [
+            keras.layers.Conv2D(f, 3, strides=2, padding="same", activation=self.activation)
+            for f in self.filters
+        ]
+        dense = keras.layers.Dense(self.hidden_units, activation=self.activation)
+        return keras.Sequential([*convs, keras.layers.Flatten(), dense], name="encoder_body")
+
+    def decoder(self, output_shape):
+        self._check_image(output_shape)
+        height, width, channels = output_shape
+        scale = 2 ** len(self.filters)
+        h0, w0 = math.ceil(height / scale), math.ceil(width / scale)
+        layers = [
+            keras.layers.Dense(self.hidden_units, activation=self.activation),
+            keras.layers.Dense(h0 * w0 * self.filters[-1], activation=self.activation),
+            keras.layers.Reshape((h0, w0, self.filters[-1])),
+        ]
+        layers += [
+            keras.layers.Conv2DTranspose(
+                f, 3, strides=2, padding="same", activation=self.activation
+            )
+            for f in reversed(self.filters)
+        ]
+        if (h0 * scale, w0 * scale) != (height, width):
+            layers.append(keras.layers.Cropping2D(((0, h0 * scale - height), (0, w0 * scale - width))))
+        layers.append(keras.layers.Conv2D(channels, 3, padding="same", dtype="float32"))
+        return keras.Sequential(layers, name="decoder_body")
+
+    def get_config(self):
+        return {
+            "filters": list(self.filters),
+            "hidden_units": self.hidden_units,
+            "activation": self.activation,
+        }
+
+    @classmethod
+    def from_config(cls, config):
+        return cls(**config)
+
+
+def mlp(hidden_units=(512, 256), activation="relu"):
+    """An `MLP` spec; see `MLP`."""
+    return MLP(hidden_units, activation)
+
+
+def conv(filters=(32, 64), hidden_units=256, activation="relu"):
+    """A `Conv` spec; see `Conv`."""
+    return Conv(filters, hidden_units, activation)
+
+
+_DEFAULTS = {
+    ("mlp", "encoder"): lambda: MLP((512, 256)),
+    ("mlp", "decoder"): lambda: MLP((256, 512)),
+    ("conv", "encoder"): Conv,
+    ("conv", "decoder"): Conv,
+}
+
+
+def get(spec, role):
+    """Resolve `spec` for `role` ('encoder' or 'decoder').
+
+    Accepts 'mlp', 'conv', an `MLP`/`Conv` spec, a serialised config, or any
+    `keras.layers.Layer` (used as the body as it is).
+    """
+    if isinstance(spec, (MLP, Conv, keras.layers.Layer)):
+        return spec
+    if isinstance(spec, str):
+        if (spec, role) not in _DEFAULTS:
+            raise ValueError(f"Unknown {role} network {spec!r}. Choose 'mlp' or 'conv', or pass a Keras layer.")
+        return _DEFAULTS[(spec, role)]()
+    if isinstance(spec, dict):
+        return get(keras.saving.deserialize_keras_object(spec), role)
+    raise ValueError(f"Cannot make a {role} network from {spec!r}.")
+
+
+def build(spec, role, shape):
+    """The Keras body for `role`: `shape` is the data shape for an encoder and the
+    likelihood's parameter shape for a decoder."""
+    if isinstance(spec, keras.layers.Layer):
+        return spec
+    return spec.encoder(shape) if role == "encoder" else spec.decoder(shape)

@@ -1,0 +1,46 @@
+"""Variational objectives as pure functions of tensors and distributions.
+
+Everything is per example (shape [B]) and float32; the model decides how to
+reduce over the batch (and over replicas).
+"""
+
+import tensorflow as tf
+import tensorflow_probability as tfp
+
+tfd = tfp.distributions
+
+
+def kl_divergence(q, p, z=None):
+    """KL(q || p) per example.
+
+    Analytic where TFP registers a closed form (Gaussian posterior against the
+    standard normal prior); otherwise the one-sample Monte Carlo estimate
+    log q(z) - log p(z) at the reparameterised sample `z` (unbiased, and its
+    gradient flows through z).
+    """
+    try:
+        return tfd.kl_divergence(q, p)
+    except NotImplementedError:
+        if z is None:
+            raise ValueError(
+                f"No analytic KL between {type(q).__name__} and {type(p).__name__}: "
+                "pass the sample z for a Monte Carlo estimate."
+            ) from None
+        return q.log_prob(z) - p.log_prob(z)
+
+
+def elbo_terms(x, likelihood_dist, q, p, z):
+    """The two terms of the ELBO for one sample z ~ q(z|x) per example.
+
+    Returns:
+        (reconstruction, kl): -log p(x|z) and KL(q || p), each shape [B], so that
+        ELBO = -(reconstruction + kl) and the beta-VAE loss is
+        reconstruction + beta * kl.
+    """
+    reconstruction = -likelihood_dist.log_prob(tf.cast(x, tf.float32))
+    return reconstruction, kl_divergence(q, p, z)
+
+
+def beta_vae_loss(reconstruction, kl, beta=1.0):
+    """Per-example negative beta-ELBO: E_q[-log p(x|z)] + beta * KL(q||p)."""
+    return reconstruction + beta * kl

@@ -1,0 +1,153 @@
+"""Priors p(z): Keras layers (so learned priors own their weights) that build a
+`tfd.Distribution` with event shape [latent_dim] on request.
+
+All math is float32 whatever the global dtype policy.
+"""
+
+import keras
+import tensorflow as tf
+import tensorflow_probability as tfp
+
+tfd = tfp.distributions
+
+
+class Prior(keras.layers.Layer):
+    """Base class. Subclasses implement `distribution(model)`.
+
+    `model` is the owning VAE; only priors defined through the encoder (the
+    VampPrior) use it.
+    """
+
+    def __init__(self, latent_dim, **kwargs):
+        kwargs.setdefault("dtype", "float32")
+        super().__init__(**kwargs)
+        if int(latent_dim) < 1:
+            raise ValueError(f"latent_dim must be >= 1, got {latent_dim}.")
+        self.latent_dim = int(latent_dim)
+
+    def distribution(self, model=None):
+        raise NotImplementedError
+
+    def call(self, inputs):  # a prior has no forward pass of its own
+        return inputs
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(latent_dim=self.latent_dim)
+        return config
+
+
+@keras.saving.register_keras_serializable(package="kvae")
+class StandardNormal(Prior):
+    """p(z) = N(0, I). KL to a Gaussian posterior is analytic."""
+
+    def distribution(self, model=None):
+        return tfd.MultivariateNormalDiag(
+            loc=tf.zeros([self.latent_dim]), scale_diag=tf.ones([self.latent_dim])
+        )
+
+
+@keras.saving.register_keras_serializable(package="kvae")
+class MixtureOfGaussians(Prior):
+    """A learned mixture p(z) = sum_k pi_k N(z; m_k, diag(s_k^2)).
+
+    Means start at N(0, 1) draws, scales at 1, weights uniform. KL to the
+    posterior has no closed form, so the ELBO uses a one-sample Monte Carlo
+    estimate log q(z|x) - log p(z).
+
+    Args:
+        latent_dim: int, dimension of z.
+        num_components: int, number of mixture components K.
+    """
+
+    def __init__(self, latent_dim, num_components=10, **kwargs):
+        super().__init__(latent_dim, **kwargs)
+        if int(num_components) < 1:
+            raise ValueError(f"num_components must be >= 1, got {num_components}.")
+        self.num_components = int(num_components)
+        k, d = self.num_components, self.latent_dim
+        self.means = self.add_weight(
+            shape=(k, d), initializer=keras.initializers.RandomNormal(seed=0), name="means"
+        )
+        self.log_scales = self.add_weight(shape=(k, d), initializer="zeros", name="log_scales")
+        self.logits = self.add_weight(shape=(k,), initializer="zeros", name="logits")
+
+    def distribution(self, model=None):
+        log_scales = tf.clip_by_value(tf.cast(self.log_scales, tf.float32), -6.0, 4.0)
+        return tfd.MixtureSameFamily(
+            mixture_distribution=tfd.Categorical(logits=tf.cast(self.logits, tf.float32)),
+            components_distribution=tfd.MultivariateNormalDiag(
+                loc=tf.cast(self.means, tf.float32), scale_diag=tf.exp(log_scales)
+            ),
+        )
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(num_components=self.num_components)
+        return config
+
+
+@keras.saving.register_keras_serializable(package="kvae")
+class VampPrior(Prior):
+    """VampPrior (Tomczak and Welling, 2018): p(z) = 1/K sum_k q(z | u_k).
+
+    The K pseudo-inputs u_k are learned, kept in [0, 1] by a sigmoid, and sent
+    through the model's own encoder, so the prior is a mixture of posteriors.
+    KL is a one-sample Monte Carlo estimate. Unconditional models only.
+
+    Args:
+        latent_dim: int, dimension of z.
+        input_shape: shape of one data example (the pseudo-inputs' shape).
+        num_pseudo_inputs: int, K.
+    """
+
+    def __init__(self, latent_dim, input_shape, num_pseudo_inputs=50, **kwargs):
+        super().__init__(latent_dim, **kwargs)
+        if int(num_pseudo_inputs) < 1:
+            raise ValueError(f"num_pseudo_inputs must be >= 1, got {num_pseudo_inputs}.")
+        self.data_shape = tuple(int(s) for s in input_shape)
+        self.num_pseudo_inputs = int(num_pseudo_inputs)
+        self.pseudo_logits = self.add_weight(
+            shape=(self.num_pseudo_inputs,) + self.data_shape,
+            initializer=keras.initializers.RandomNormal(stddev=0.5, seed=0),
+            name="pseudo_logits",
+        )
+
+    def pseudo_inputs(self):
+        return tf.sigmoid(tf.cast(self.pseudo_logits, tf.float32))
+
+    def distribution(self, model=None):
+        if model is None:
+            raise ValueError("VampPrior.distribution needs the VAE whose encoder it uses.")
+        params = model.encode_params(self.pseudo_inputs())
+        return tfd.MixtureSameFamily(
+            mixture_distribution=tfd.Categorical(logits=tf.zeros([self.num_pseudo_inputs])),
+            components_distribution=model.posterior.distribution(params),
+        )
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(input_shape=list(self.data_shape), num_pseudo_inputs=self.num_pseudo_inputs)
+        return config
+
+
+PRIORS = {"standard_normal": StandardNormal, "mixture": MixtureOfGaussians, "vamp": VampPrior}
+
+
+def get_prior(spec, latent_dim, input_shape):
+    """A `Prior` layer from a name ('standard_normal', 'mixture', 'vamp'), a
+    serialised config, or an instance."""
+    if isinstance(spec, Prior):
+        prior = spec
+    elif isinstance(spec, dict):
+        prior = keras.saving.deserialize_keras_object(spec)
+    elif isinstance(spec, str) and spec in PRIORS:
+        cls = PRIORS[spec]
+        prior = cls(latent_dim, input_shape) if cls is VampPrior else cls(latent_dim)
+    else:
+        raise ValueError(f"Unknown prior {spec!r}. Choose one of: {', '.join(PRIORS)}.")
+    if prior.latent_dim != latent_dim:
+        raise ValueError(
+            f"The prior's latent_dim ({prior.latent_dim}) differs from the model's ({latent_dim})."
+        )
+    return prior
