@@ -83,9 +83,11 @@ class VAE(keras.Model):
         self.posterior = distributions.get_posterior(posterior)
         self.encoder_spec = networks.get(encoder, "encoder")
         self.decoder_spec = networks.get(decoder, "decoder")
-        self.encoder = networks.build(self.encoder_spec, "encoder", self.data_shape)
+        self.encoder = networks.build_encoder(self.encoder_spec, self.data_shape)
         self.param_shape = self.likelihood.param_shape(self.data_shape)
-        self.decoder = networks.build(self.decoder_spec, "decoder", self.param_shape)
+        self.decoder = networks.build_decoder(
+            self.decoder_spec, self.latent_dim + (self.num_classes or 0), self.param_shape
+        )
         self.flatten = keras.layers.Flatten()
         self.posterior_head = keras.layers.Dense(
             self.posterior.num_params(self.latent_dim), dtype="float32", name="posterior_head"

@@ -41,11 +41,15 @@ class MLP:
         return [keras.layers.Dense(u, activation=self.activation) for u in self.hidden_units]
 
     def encoder(self, input_shape):
-        return keras.Sequential([keras.layers.Flatten(), *self._hidden()], name="encoder_body")
+        return keras.Sequential(
+            [keras.Input(tuple(input_shape)), keras.layers.Flatten(), *self._hidden()],
+            name="encoder_body",
+        )
 
-    def decoder(self, output_shape):
+    def decoder(self, input_dim, output_shape):
         return keras.Sequential(
             [
+                keras.Input((input_dim,)),
                 *self._hidden(),
                 keras.layers.Dense(math.prod(output_shape), dtype="float32"),
                 keras.layers.Reshape(tuple(output_shape), dtype="float32"),
@@ -98,14 +102,18 @@ class Conv:
             for f in self.filters
         ]
         dense = keras.layers.Dense(self.hidden_units, activation=self.activation)
-        return keras.Sequential([*convs, keras.layers.Flatten(), dense], name="encoder_body")
+        return keras.Sequential(
+            [keras.Input(tuple(input_shape)), *convs, keras.layers.Flatten(), dense],
+            name="encoder_body",
+        )
 
-    def decoder(self, output_shape):
+    def decoder(self, input_dim, output_shape):
         self._check_image(output_shape)
         height, width, channels = output_shape
         scale = 2 ** len(self.filters)
         h0, w0 = math.ceil(height / scale), math.ceil(width / scale)
         layers = [
+            keras.Input((input_dim,)),
             keras.layers.Dense(self.hidden_units, activation=self.activation),
             keras.layers.Dense(h0 * w0 * self.filters[-1], activation=self.activation),
             keras.layers.Reshape((h0, w0, self.filters[-1])),
@@ -168,9 +176,19 @@ def get(spec, role):
     raise ValueError(f"Cannot make a {role} network from {spec!r}.")
 
 
-def build(spec, role, shape):
-    """The Keras body for `role`: `shape` is the data shape for an encoder and the
-    likelihood's parameter shape for a decoder."""
+def build_encoder(spec, input_shape):
+    """The encoder body for data of `input_shape`, built for any batch size."""
     if isinstance(spec, keras.layers.Layer):
+        if not spec.built:
+            spec.build((None,) + tuple(input_shape))
         return spec
-    return spec.encoder(shape) if role == "encoder" else spec.decoder(shape)
+    return spec.encoder(input_shape)
+
+
+def build_decoder(spec, input_dim, output_shape):
+    """The decoder body from `input_dim` numbers to `output_shape` parameters."""
+    if isinstance(spec, keras.layers.Layer):
+        if not spec.built:
+            spec.build((None, input_dim))
+        return spec
+    return spec.decoder(input_dim, output_shape)
