@@ -279,7 +279,12 @@ class VAE(keras.Model):
         self.elbo_tracker.update_state(-(reconstruction + kl))
         self.reconstruction_tracker.update_state(reconstruction)
         self.kl_tracker.update_state(kl)
-        return {m.name: m.result() for m in self.metrics}
+        logs = {m.name: m.result() for m in self.metrics}
+        if _multi_worker(self.distribute_strategy):
+            # Keras 3 reduces logs with strategy.reduce(MEAN, axis=0) in
+            # multi-worker mode, which fails on scalars (tensorflow#72388).
+            logs = {k: tf.reshape(v, [1]) for k, v in logs.items()}
+        return logs
 
     def _train_seed(self):
         return tf.stack([tf.constant(self.seed, tf.int64), tf.cast(self.optimizer.iterations, tf.int64)])
@@ -342,6 +347,12 @@ class VAE(keras.Model):
             if y is None:
                 self._one_hot(None)
             self._check_labels(y)
+
+
+def _multi_worker(strategy):
+    return isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy) and (
+        strategy.extended._in_multi_worker_mode()
+    )
 
 
 def _split_validation(validation_data):

@@ -13,7 +13,10 @@ import keras
 
 
 def _check_activation(activation):
-    keras.activations.get(activation)  # raises on an unknown name
+    try:
+        keras.activations.get(activation)
+    except ValueError:
+        raise ValueError(f"Unknown activation {activation!r} (e.g. 'relu', 'tanh', 'elu').") from None
     return activation
 
 
