@@ -245,7 +245,10 @@ class VAE(keras.Model):
         replicas = ctx.num_replicas_in_sync if ctx is not None else 1
         replica_id = ctx.replica_id_in_sync_group if ctx is not None else 0
         shape = tf.concat([[batch_size * replicas], event_shape], axis=0)
-        eps = tf.random.stateless_normal(shape, seed=seed)
+        # Philox named explicitly rather than TF's "auto_select". Note that XLA's
+        # sampler gives another stream than the CPU kernel for the same seed, so
+        # the noise (not its distribution) depends on jit_compile.
+        eps = tf.random.stateless_normal(shape, seed=seed, alg="philox")
         start = tf.cast(replica_id, tf.int32) * batch_size
         return eps[start : start + batch_size], replicas
 
@@ -302,6 +305,20 @@ class VAE(keras.Model):
         seed = tf.constant([self.seed, -1], tf.int64)
         _, per_example, reconstruction, kl = self._step(data, seed, False)
         return self._update_metrics(per_example, reconstruction, kl)
+
+    def compile(self, optimizer="adam", jit_compile=None, **kwargs):
+        """`keras.Model.compile`. The VAE computes its own loss: pass no `loss`.
+
+        `jit_compile=None` (the default) means XLA on a single device, which
+        makes the MLP VAE's step ~1.3x faster on CPU (bench/RESULTS.md), and
+        Keras's "auto" under a `tf.distribute` strategy (XLA cannot reach
+        mirrored variables that live on other devices).
+        """
+        if kwargs.get("loss") is not None:
+            raise ValueError("A VAE computes its own loss (the negative beta-ELBO): do not pass `loss`.")
+        if jit_compile is None:
+            jit_compile = "auto" if tf.distribute.has_strategy() else True
+        super().compile(optimizer=optimizer, jit_compile=jit_compile, **kwargs)
 
     # ------------------------------------------------- data checks up front
     def fit(self, x=None, y=None, *args, validation_data=None, **kwargs):

@@ -1,0 +1,163 @@
+"""Training throughput: kvae (`model.fit`) against a PyTorch reference.
+
+The model in both: the 784-400-20 MLP VAE of Kingma and Welling (ReLU), a
+diagonal Gaussian posterior, a Bernoulli likelihood on binarised 28x28 images,
+analytic KL to N(0, I), one reparameterised sample, Adam(1e-3), batch 128.
+
+Both drop the last partial batch. kvae runs with its default `compile()` (XLA
+on a single device) and with `steps_per_execution=32` (fewer Python round trips).
+Each side runs in its own fresh process (so neither framework's thread pools
+disturb the other), one after the other, on the same data: Fashion-MNIST
+binarised at 0.5 if the Debian files are present, else random binary images of
+the same shape (throughput does not depend on pixel values). Each reports
+images/s per epoch; the first epoch is warm-up (tracing, allocation) and the
+median of the rest is reported.
+
+    python bench/throughput.py [--epochs 6] [--n 60000] [--out bench/RESULTS.md]
+"""
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+
+import numpy as np
+
+BATCH, HIDDEN, LATENT = 128, 400, 20
+FASHION_DIR = "/usr/share/datasets/fashion-mnist"
+
+
+def load_data(n):
+    path = os.path.join(FASHION_DIR, "train-images-idx3-ubyte.gz")
+    if os.path.exists(path):
+        import gzip
+
+        with gzip.open(path) as f:
+            images = np.frombuffer(f.read(), np.uint8, offset=16).reshape(-1, 28, 28)
+        x, source = (images[:n] / 255.0 > 0.5).astype("float32"), "Fashion-MNIST (Debian), binarised at 0.5"
+    else:
+        rng = np.random.default_rng(0)
+        x, source = (rng.uniform(size=(n, 28, 28)) > 0.5).astype("float32"), "random binary 28x28"
+    return x, source
+
+
+def run_kvae(x, epochs, steps_per_execution):
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    import keras
+    import tensorflow as tf
+
+    import kvae
+
+    keras.utils.set_random_seed(0)
+    model = kvae.VAE(input_shape=(28, 28, 1), latent_dim=LATENT, encoder=kvae.networks.mlp([HIDDEN]),
+                     decoder=kvae.networks.mlp([HIDDEN]), likelihood="bernoulli")
+    model.compile(optimizer=keras.optimizers.Adam(1e-3), steps_per_execution=steps_per_execution)
+    ds = (tf.data.Dataset.from_tensor_slices(x[..., None]).shuffle(len(x), seed=0)
+          .batch(BATCH, drop_remainder=True).prefetch(tf.data.AUTOTUNE))
+    times = []
+
+    class Timer(keras.callbacks.Callback):
+        def on_epoch_begin(self, epoch, logs=None):
+            self.t = time.perf_counter()
+
+        def on_epoch_end(self, epoch, logs=None):
+            times.append(time.perf_counter() - self.t)
+
+    history = model.fit(ds, epochs=epochs, verbose=0, callbacks=[Timer()])
+    return times, float(history.history["loss"][-1])
+
+
+def run_torch(x, epochs):
+    import torch
+    from torch import nn
+
+    torch.manual_seed(0)
+    torch.set_num_threads(os.cpu_count())
+
+    class VAE(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.enc = nn.Sequential(nn.Linear(784, HIDDEN), nn.ReLU(), nn.Linear(HIDDEN, 2 * LATENT))
+            self.dec = nn.Sequential(nn.Linear(LATENT, HIDDEN), nn.ReLU(), nn.Linear(HIDDEN, 784))
+
+        def forward(self, xb):
+            mean, log_var = self.enc(xb).chunk(2, dim=-1)
+            log_var = log_var.clamp(-12.0, 8.0)
+            z = mean + torch.exp(0.5 * log_var) * torch.randn_like(mean)
+            logits = self.dec(z)
+            rec = nn.functional.binary_cross_entropy_with_logits(logits, xb, reduction="none").sum(-1)
+            kl = 0.5 * (mean.pow(2) + log_var.exp() - 1.0 - log_var).sum(-1)
+            return (rec + kl).mean()
+
+    model = VAE()
+    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+    data = torch.from_numpy(x.reshape(len(x), -1))
+    times, loss = [], None
+    for _ in range(epochs):
+        t = time.perf_counter()
+        for idx in torch.randperm(len(data))[: len(data) // BATCH * BATCH].split(BATCH):
+            opt.zero_grad(set_to_none=True)
+            loss = model(data[idx])
+            loss.backward()
+            opt.step()
+        times.append(time.perf_counter() - t)
+    return times, float(loss)
+
+
+def child(args):
+    x, source = load_data(args.n)
+    if args.child == "torch":
+        times, loss = run_torch(x, args.epochs)
+    else:
+        times, loss = run_kvae(x, args.epochs, 32 if args.child == "kvae-spe32" else 1)
+    images = len(x) // BATCH * BATCH  # both sides drop the last partial batch
+    rates = [images / t for t in times[1:]]  # drop the warm-up epoch
+    print(json.dumps({"name": args.child, "images_per_s": statistics.median(rates),
+                      "epochs": rates, "final_loss": loss, "source": source}))
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--epochs", type=int, default=6, help="epochs per run, the first is warm-up")
+    parser.add_argument("--n", type=int, default=60000, help="training images")
+    parser.add_argument("--out", default=None, help="append a results section to this markdown file")
+    parser.add_argument("--child", choices=["kvae", "kvae-spe32", "torch"], help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.epochs < 2:
+        parser.error("--epochs must be >= 2 (the first epoch is warm-up)")
+    if args.child:
+        return child(args)
+    results = {}
+    for name in ["torch", "kvae", "kvae-spe32", "torch"]:  # torch twice: drift check
+        cmd = [sys.executable, __file__, "--child", name, "--epochs", str(args.epochs), "--n", str(args.n)]
+        out = subprocess.run(cmd, capture_output=True, text=True, check=True)
+        r = json.loads(out.stdout.strip().splitlines()[-1])
+        results.setdefault(name, []).append(r)
+        print(f"{name:9s} {r['images_per_s']:9.0f} images/s  (final loss {r['final_loss']:.1f})", flush=True)
+    torch_rate = statistics.mean(r["images_per_s"] for r in results["torch"])
+    lines = [
+        f"Data: {results['kvae'][0]['source']}, n={args.n}, batch {BATCH}, {args.epochs} epochs "
+        f"(first dropped), median images/s; `python bench/throughput.py --epochs {args.epochs} --n {args.n}`",
+        "",
+        "| run | images/s | ratio to PyTorch |",
+        "| --- | ---: | ---: |",
+        f"| PyTorch reference (mean of the runs before and after) | {torch_rate:.0f} | 1.00 |",
+    ]
+    for name in ["kvae", "kvae-spe32"]:
+        rate = results[name][0]["images_per_s"]
+        label = "kvae `fit`, " + ("`compile(steps_per_execution=32)`" if name == "kvae-spe32" else "default `compile()` (XLA)")
+        lines.append(f"| {label} | {rate:.0f} | {rate / torch_rate:.2f} |")
+    drift = results["torch"][1]["images_per_s"] / results["torch"][0]["images_per_s"]
+    lines.append(f"\nPyTorch run-to-run drift (second / first): {drift:.2f}")
+    text = "\n".join(lines)
+    print("\n" + text)
+    if args.out:
+        with open(args.out, "a") as f:
+            f.write("\n" + text + "\n")
+
+
+if __name__ == "__main__":
+    main()
