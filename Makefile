@@ -25,3 +25,8 @@ quick: $(STAMP)
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache
+
+## make bench: the throughput benchmark against the PyTorch reference (installs torch==2.13.0 CPU)
+bench: $(STAMP)
+	$(PY) -m pip install --quiet -e '.[bench]'
+	$(PY) bench/throughput.py

@@ -4,16 +4,18 @@ The model in both: the 784-400-20 MLP VAE of Kingma and Welling (ReLU), a
 diagonal Gaussian posterior, a Bernoulli likelihood on binarised 28x28 images,
 analytic KL to N(0, I), one reparameterised sample, Adam(1e-3), batch 128.
 
-Both drop the last partial batch. kvae runs with its default `compile()` (XLA
-on a single device) and with `steps_per_execution=32` (fewer Python round trips).
-Each side runs in its own fresh process (so neither framework's thread pools
-disturb the other), one after the other, on the same data: Fashion-MNIST
+Both drop the last partial batch. kvae runs with its defaults (`compile()` uses XLA
+on a single device) and tuned: one TF inter-op thread (so both cores go to the
+step's intra-op pool) and `steps_per_execution=32` (fewer Python round trips).
+Each run is a fresh process (so neither framework's thread pools disturb the
+other); runs are interleaved in rounds and the ratio is the median of per-round
+ratios, because this shared VM's speed drifts by up to 2x over minutes. Data: Fashion-MNIST
 binarised at 0.5 if the Debian files are present, else random binary images of
 the same shape (throughput does not depend on pixel values). Each reports
 images/s per epoch; the first epoch is warm-up (tracing, allocation) and the
 median of the rest is reported.
 
-    python bench/throughput.py [--epochs 6] [--n 60000] [--out bench/RESULTS.md]
+    python bench/throughput.py [--epochs 4] [--n 20480] [--rounds 3] [--out bench/RESULTS.md]
 """
 
 import argparse
@@ -27,6 +29,12 @@ import time
 import numpy as np
 
 BATCH, HIDDEN, LATENT = 128, 400, 20
+RUNS = ["torch", "kvae", "kvae-tuned"]
+LABELS = {
+    "torch": "PyTorch reference (eager, `torch.set_num_threads(cores)`)",
+    "kvae": "kvae `fit`, default `compile()` (XLA)",
+    "kvae-tuned": "kvae `fit`, 1 inter-op thread + `compile(steps_per_execution=32)`",
+}
 FASHION_DIR = "/usr/share/datasets/fashion-mnist"
 
 
@@ -44,19 +52,22 @@ def load_data(n):
     return x, source
 
 
-def run_kvae(x, epochs, steps_per_execution):
+def run_kvae(x, epochs, tuned):
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     import keras
     import tensorflow as tf
+
+    if tuned:  # one inter-op thread leaves both cores to the (XLA) step's intra-op pool
+        tf.config.threading.set_inter_op_parallelism_threads(1)
 
     import kvae
 
     keras.utils.set_random_seed(0)
     model = kvae.VAE(input_shape=(28, 28, 1), latent_dim=LATENT, encoder=kvae.networks.mlp([HIDDEN]),
                      decoder=kvae.networks.mlp([HIDDEN]), likelihood="bernoulli")
-    model.compile(optimizer=keras.optimizers.Adam(1e-3), steps_per_execution=steps_per_execution)
-    ds = (tf.data.Dataset.from_tensor_slices(x[..., None]).shuffle(len(x), seed=0)
-          .batch(BATCH, drop_remainder=True).prefetch(tf.data.AUTOTUNE))
+    model.compile(optimizer=keras.optimizers.Adam(1e-3), steps_per_execution=32 if tuned else 1)
+    # kvae's own pipeline: shuffles indices (as the reference's randperm does).
+    ds = kvae.data.pipeline(x[..., None], batch_size=BATCH, seed=0, drop_remainder=True)
     times = []
 
     class Timer(keras.callbacks.Callback):
@@ -112,46 +123,55 @@ def child(args):
     if args.child == "torch":
         times, loss = run_torch(x, args.epochs)
     else:
-        times, loss = run_kvae(x, args.epochs, 32 if args.child == "kvae-spe32" else 1)
+        times, loss = run_kvae(x, args.epochs, tuned=args.child == "kvae-tuned")
     images = len(x) // BATCH * BATCH  # both sides drop the last partial batch
     rates = [images / t for t in times[1:]]  # drop the warm-up epoch
     print(json.dumps({"name": args.child, "images_per_s": statistics.median(rates),
                       "epochs": rates, "final_loss": loss, "source": source}))
 
 
+def _run_child(name, args):
+    cmd = [sys.executable, __file__, "--child", name, "--epochs", str(args.epochs), "--n", str(args.n)]
+    out = subprocess.run(cmd, capture_output=True, text=True)
+    if out.returncode != 0:
+        sys.exit(f"{name} failed:\n{out.stderr[-3000:]}")
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--epochs", type=int, default=6, help="epochs per run, the first is warm-up")
-    parser.add_argument("--n", type=int, default=60000, help="training images")
+    parser.add_argument("--epochs", type=int, default=4, help="epochs per run, the first is warm-up")
+    parser.add_argument("--n", type=int, default=20480, help="training images")
+    parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds of all runs")
     parser.add_argument("--out", default=None, help="append a results section to this markdown file")
-    parser.add_argument("--child", choices=["kvae", "kvae-spe32", "torch"], help=argparse.SUPPRESS)
+    parser.add_argument("--child", choices=RUNS, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.epochs < 2:
         parser.error("--epochs must be >= 2 (the first epoch is warm-up)")
+    if args.n < BATCH:
+        parser.error(f"--n must be >= the batch size {BATCH}")
     if args.child:
         return child(args)
-    results = {}
-    for name in ["torch", "kvae", "kvae-spe32", "torch"]:  # torch twice: drift check
-        cmd = [sys.executable, __file__, "--child", name, "--epochs", str(args.epochs), "--n", str(args.n)]
-        out = subprocess.run(cmd, capture_output=True, text=True, check=True)
-        r = json.loads(out.stdout.strip().splitlines()[-1])
-        results.setdefault(name, []).append(r)
-        print(f"{name:9s} {r['images_per_s']:9.0f} images/s  (final loss {r['final_loss']:.1f})", flush=True)
-    torch_rate = statistics.mean(r["images_per_s"] for r in results["torch"])
+    rates = {name: [] for name in RUNS}
+    for r in range(args.rounds):
+        for name in RUNS:
+            res = _run_child(name, args)
+            rates[name].append(res["images_per_s"])
+            print(f"round {r + 1}: {name:10s} {res['images_per_s']:8.0f} images/s "
+                  f"(epochs {', '.join(f'{e:.0f}' for e in res['epochs'])}; final loss {res['final_loss']:.1f})",
+                  flush=True)
+    source = res["source"]
     lines = [
-        f"Data: {results['kvae'][0]['source']}, n={args.n}, batch {BATCH}, {args.epochs} epochs "
-        f"(first dropped), median images/s; `python bench/throughput.py --epochs {args.epochs} --n {args.n}`",
+        f"Data: {source}, n={args.n}, batch {BATCH}; each run {args.epochs} epochs, first dropped, "
+        f"median epoch; {args.rounds} interleaved rounds. Command: "
+        f"`python bench/throughput.py --epochs {args.epochs} --n {args.n} --rounds {args.rounds}`",
         "",
-        "| run | images/s | ratio to PyTorch |",
+        "| run | images/s (median of rounds) | ratio to PyTorch (median of per-round ratios) |",
         "| --- | ---: | ---: |",
-        f"| PyTorch reference (mean of the runs before and after) | {torch_rate:.0f} | 1.00 |",
     ]
-    for name in ["kvae", "kvae-spe32"]:
-        rate = results[name][0]["images_per_s"]
-        label = "kvae `fit`, " + ("`compile(steps_per_execution=32)`" if name == "kvae-spe32" else "default `compile()` (XLA)")
-        lines.append(f"| {label} | {rate:.0f} | {rate / torch_rate:.2f} |")
-    drift = results["torch"][1]["images_per_s"] / results["torch"][0]["images_per_s"]
-    lines.append(f"\nPyTorch run-to-run drift (second / first): {drift:.2f}")
+    for name in RUNS:
+        ratio = statistics.median(a / b for a, b in zip(rates[name], rates["torch"]))
+        lines.append(f"| {LABELS[name]} | {statistics.median(rates[name]):.0f} | {ratio:.2f} |")
     text = "\n".join(lines)
     print("\n" + text)
     if args.out:

@@ -320,6 +320,17 @@ class VAE(keras.Model):
             jit_compile = "auto" if tf.distribute.has_strategy() else True
         super().compile(optimizer=optimizer, jit_compile=jit_compile, **kwargs)
 
+    def compile_from_config(self, config):
+        """Recompile on `.keras` load, so the optimizer (and its saved state)
+        comes back. A saved `jit_compile=True` is re-decided as in `compile`,
+        since the loading process may run under a distribution strategy."""
+        config = keras.saving.deserialize_keras_object(config)
+        if config.get("jit_compile") is True:
+            config.pop("jit_compile")
+        self.compile(**config)
+        if self.built:
+            self.optimizer.build(self.trainable_variables)
+
     # ------------------------------------------------- data checks up front
     def fit(self, x=None, y=None, *args, validation_data=None, **kwargs):
         self.check_data(x, y)

@@ -1,0 +1,117 @@
+"""Keras callbacks for a kvae run directory: crash-safe checkpoints, image
+grids and training curves per epoch."""
+
+import json
+import math
+import os
+import tempfile
+from pathlib import Path
+
+import keras
+import numpy as np
+
+from kvae import plots
+
+STATE_FILE = "state.json"
+
+
+def write_json(path, data):
+    """Atomic JSON write (temp file + rename)."""
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(suffix=".json", dir=path.parent)
+    with os.fdopen(fd, "w") as f:
+        json.dump(data, f, indent=2)
+    os.replace(tmp, path)
+
+
+def read_state(run_dir):
+    path = Path(run_dir) / STATE_FILE
+    return json.loads(path.read_text()) if path.exists() else {"epochs_done": 0}
+
+
+class SetEpoch(keras.callbacks.Callback):
+    """Keeps an int64 `tf.Variable` at the current epoch (for
+    `kvae.data.pipeline(..., epoch=variable)`)."""
+
+    def __init__(self, variable):
+        super().__init__()
+        self.variable = variable
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.variable.assign(epoch)
+
+
+class RunCheckpoint(keras.callbacks.Callback):
+    """After every epoch with a finite loss: save `last.keras` (model and
+    optimizer state) and, if the validation loss improved, `best.keras`; then
+    record the epoch in `state.json`. Saves go to a temporary file first and are
+    renamed into place, so a run killed at any moment leaves the previous
+    epoch's files intact. An epoch whose loss is NaN or Inf saves nothing and
+    stops training.
+    """
+
+    def __init__(self, run_dir, monitor="val_loss"):
+        super().__init__()
+        self.run_dir = Path(run_dir)
+        self.monitor = monitor
+
+    def _save_model(self, name):
+        fd, tmp = tempfile.mkstemp(suffix=".keras", dir=self.run_dir)
+        os.close(fd)
+        self.model.save(tmp)
+        os.replace(tmp, self.run_dir / name)
+
+    def on_epoch_end(self, epoch, logs=None):
+        logs = logs or {}
+        state = read_state(self.run_dir)
+        values = [float(np.mean(v)) for v in logs.values()]
+        if not all(math.isfinite(v) for v in values):
+            state["stopped_on_nan_at_epoch"] = epoch + 1
+            write_json(self.run_dir / STATE_FILE, state)
+            self.model.stop_training = True
+            return
+        self._save_model("last.keras")
+        current = float(np.mean(logs.get(self.monitor, logs.get("loss"))))
+        if current < state.get("best", math.inf):
+            self._save_model("best.keras")
+            state.update(best=current, best_epoch=epoch + 1)
+        state["epochs_done"] = epoch + 1
+        state.pop("stopped_on_nan_at_epoch", None)
+        write_json(self.run_dir / STATE_FILE, state)
+
+
+class ImageGrids(keras.callbacks.Callback):
+    """Per epoch: a grid of prior samples (the same z every epoch) and a grid
+    of fixed validation inputs next to their reconstructions."""
+
+    def __init__(self, run_dir, x, labels=None, num_samples=64, seed=0):
+        super().__init__()
+        self.dir = Path(run_dir) / "images"
+        self.x, self.labels = x, labels
+        self.num_samples, self.seed = num_samples, seed
+
+    def on_epoch_end(self, epoch, logs=None):
+        m = self.model
+        sample_labels = np.arange(self.num_samples) % m.num_classes if m.conditional else None
+        samples = m.sample(self.num_samples, seed=self.seed, labels=sample_labels).numpy()
+        plots.save_grid(samples, self.dir / f"samples_epoch_{epoch + 1:03d}.png",
+                        title=f"prior samples, epoch {epoch + 1}")
+        labels = self.labels if m.conditional else None
+        recon = m.reconstruct(self.x, labels).numpy()
+        plots.save_pairs(self.x, recon, self.dir / f"reconstructions_epoch_{epoch + 1:03d}.png",
+                         title=f"inputs (odd rows) and reconstructions, epoch {epoch + 1}")
+
+
+class TrainingCurves(keras.callbacks.Callback):
+    """Redraws `curves.png` from `metrics.csv` after every epoch (so a
+    resumed run's curves include the epochs before the crash). Put it after
+    the CSVLogger."""
+
+    def __init__(self, run_dir):
+        super().__init__()
+        self.run_dir = Path(run_dir)
+
+    def on_epoch_end(self, epoch, logs=None):
+        csv_path = self.run_dir / "metrics.csv"
+        if csv_path.exists():
+            plots.save_curves(plots.read_metrics(csv_path), self.run_dir / "curves.png")

@@ -1,0 +1,203 @@
+"""`kvae train | evaluate | sample | reconstruct | info`.
+
+Only wiring: arguments in, calls into kvae.runs / kvae.plots, one-line errors
+out (exit code 2 for bad input, no traceback).
+"""
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+
+EXIT_BAD_INPUT, EXIT_NAN, EXIT_INTERRUPTED = 2, 1, 130
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a usage error is one line."""
+
+    def error(self, message):
+        self.exit(EXIT_BAD_INPUT, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+def _positive_int(text):
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+
+
+def _parser():
+    from kvae import __version__
+
+    p = _Parser(prog="kvae", description="Variational autoencoders for Keras 3.")
+    p.add_argument("--version", action="version", version=f"kvae {__version__}")
+    sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    t = sub.add_parser("train", help="train a VAE into a run directory")
+    t.add_argument("--dataset", default="fashion_mnist",
+                   help="fashion_mnist, mnist, binarized_mnist, digits, a .npz file or an image folder")
+    t.add_argument("--data-dir", help="look here first for datasets (also $KVAE_DATA_DIR)")
+    t.add_argument("--download", action="store_true", help="allow downloading when not found offline")
+    t.add_argument("--out", help="run directory to create")
+    t.add_argument("--resume", metavar="RUN_DIR", help="continue this run from its last finished epoch")
+    t.add_argument("--force", action="store_true", help="replace an existing run in --out")
+    t.add_argument("--epochs", type=_positive_int, default=None, help="epochs in total (default 10)")
+    t.add_argument("--network", default="mlp", choices=["mlp", "conv"])
+    t.add_argument("--latent-dim", type=_positive_int, default=16)
+    t.add_argument("--likelihood", default="bernoulli",
+                   help="bernoulli, continuous_bernoulli, gaussian, gaussian_learned")
+    t.add_argument("--posterior", default="diagonal", help="diagonal or full_covariance")
+    t.add_argument("--prior", default="standard_normal", help="standard_normal, mixture or vamp")
+    t.add_argument("--beta", type=float, default=1.0)
+    t.add_argument("--conditional", action="store_true", help="condition on the dataset's labels")
+    t.add_argument("--binarize", default=None,
+                   help="none, threshold, static or dynamic (default: dynamic for Bernoulli likelihoods)")
+    t.add_argument("--batch-size", type=_positive_int, default=128)
+    t.add_argument("--lr", type=float, default=1e-3, dest="learning_rate")
+    t.add_argument("--mixed-precision", default="none", help="none, mixed_float16 (GPU) or mixed_bfloat16")
+    t.add_argument("--strategy", default="none", help="none, mirrored or multiworker (reads TF_CONFIG)")
+    t.add_argument("--steps-per-execution", type=_positive_int, default=32)
+    t.add_argument("--seed", type=_positive_int, default=0)
+    t.add_argument("--quiet", action="store_true", help="no progress bar")
+
+    e = sub.add_parser("evaluate", help="test-set metrics of a run")
+    e.add_argument("run_dir")
+    e.add_argument("--checkpoint", default="best", choices=["best", "last"])
+
+    s = sub.add_parser("sample", help="a grid of samples from the prior")
+    s.add_argument("run_dir")
+    s.add_argument("--n", type=_positive_int, default=64)
+    s.add_argument("--seed", type=_positive_int, default=0)
+    s.add_argument("--label", type=_positive_int, default=None, help="class to draw (conditional runs)")
+    s.add_argument("--out", default="samples.png")
+
+    r = sub.add_parser("reconstruct", help="test inputs next to their reconstructions")
+    r.add_argument("run_dir")
+    r.add_argument("--n", type=_positive_int, default=16)
+    r.add_argument("--out", default="reconstructions.png")
+
+    i = sub.add_parser("info", help="what a run directory holds")
+    i.add_argument("run_dir")
+    return p
+
+
+def _table(rows):
+    width = max(len(k) for k, _ in rows)
+    return "\n".join(f"  {k:<{width}}  {v}" for k, v in rows)
+
+
+def _fmt(v):
+    return f"{v:.4f}" if isinstance(v, float) else str(v)
+
+
+def cmd_train(args):
+    from kvae import runs
+
+    if args.resume and args.out:
+        raise runs.RunError("use either --resume RUN_DIR or --out RUN_DIR, not both")
+    if not args.resume and not args.out:
+        raise runs.RunError("--out RUN_DIR is required (or --resume RUN_DIR)")
+    fields = {k: getattr(args, k) for k in runs.TrainConfig.__dataclass_fields__ if hasattr(args, k)}
+    if fields["epochs"] is None and not args.resume:
+        fields["epochs"] = runs.TrainConfig.epochs
+    cfg = runs.TrainConfig(**fields)
+    run_dir = Path(args.resume or args.out)
+    summary = runs.train(cfg, run_dir, force=args.force, resume=bool(args.resume),
+                         verbose=0 if args.quiet else 1)
+    images = sorted((run_dir / "images").glob("samples_epoch_*.png"))
+    print(f"\nkvae: trained {summary['epochs_done']} epochs in {summary['train_seconds']:.0f} s")
+    print(_table([("test ELBO (nats)", f"{summary['test_elbo']:.2f}"),
+                  ("test bits/dim", f"{summary['test_bits_per_dim']:.4f}"),
+                  ("run directory", run_dir),
+                  ("samples", images[-1] if images else "-"),
+                  ("reconstructions", str(images[-1]).replace("samples_", "reconstructions_") if images else "-"),
+                  ("curves", run_dir / "curves.png"),
+                  ("TensorBoard", f"tensorboard --logdir {run_dir / 'tensorboard'}")]))
+    return 0
+
+
+def cmd_evaluate(args):
+    from kvae import callbacks, runs
+
+    result = runs.evaluate(args.run_dir, which=args.checkpoint)
+    callbacks.write_json(Path(args.run_dir) / "evaluation.json", result)
+    print(_table([(k, _fmt(v)) for k, v in result.items()]))
+    print(f"written to {Path(args.run_dir) / 'evaluation.json'}")
+    return 0
+
+
+def cmd_sample(args):
+    from kvae import plots, runs
+
+    model = runs.load_model(args.run_dir)
+    if args.label is not None and not model.conditional:
+        raise runs.RunError("--label needs a conditional run (trained with --conditional)")
+    labels = args.label
+    if model.conditional and labels is None:
+        labels = [i % model.num_classes for i in range(args.n)]
+    images = model.sample(args.n, seed=args.seed, labels=labels).numpy()
+    plots.save_grid(images, args.out, title=f"{args.n} prior samples, seed {args.seed}")
+    print(f"wrote {args.out}")
+    return 0
+
+
+def cmd_reconstruct(args):
+    from kvae import plots, runs
+
+    cfg = runs.load_config(args.run_dir)
+    model = runs.load_model(args.run_dir)
+    ds = runs.prepare_data(cfg)
+    x, y = ds.test[0][: args.n], ds.test[1]
+    recon = model.reconstruct(x, y[: args.n] if model.conditional else None).numpy()
+    plots.save_pairs(x, recon, args.out, title="test inputs (odd rows) and reconstructions")
+    print(f"wrote {args.out}")
+    return 0
+
+
+def cmd_info(args):
+    from kvae import callbacks, runs
+
+    run_dir = Path(args.run_dir)
+    cfg = runs.load_config(run_dir)
+    raw = json.loads((run_dir / runs.CONFIG_FILE).read_text())
+    state = callbacks.read_state(run_dir)
+    rows = [("dataset", f"{cfg.dataset} {tuple(raw['data']['input_shape'])} from {raw['data']['source']}"),
+            ("model", f"{cfg.network} encoder/decoder, latent_dim {cfg.latent_dim}, {cfg.likelihood} "
+                      f"likelihood, {cfg.posterior} posterior, {cfg.prior} prior, beta {cfg.beta}"
+                      + (", conditional" if cfg.conditional else "")),
+            ("epochs", f"{state['epochs_done']} of {cfg.epochs} done"),
+            ("best val loss", f"{state['best']:.3f} (epoch {state['best_epoch']})" if "best" in state else "-")]
+    if (run_dir / "summary.json").exists():
+        s = json.loads((run_dir / "summary.json").read_text())
+        rows.append(("test ELBO", f"{s['test_elbo']:.3f} nats ({s['train_seconds']:.0f} s of training)"))
+    rows.append(("files", ", ".join(sorted(p.name for p in run_dir.iterdir()))))
+    print(_table(rows))
+    return 0
+
+
+COMMANDS = {"train": cmd_train, "evaluate": cmd_evaluate, "sample": cmd_sample,
+            "reconstruct": cmd_reconstruct, "info": cmd_info}
+
+
+def main(argv=None):
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    args = _parser().parse_args(argv)
+    from kvae import data, runs
+
+    try:
+        return COMMANDS[args.command](args)
+    except (runs.RunError, data.DataError, data.DataNotFoundError, ValueError) as e:
+        print(f"kvae {args.command}: error: {e}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except FloatingPointError as e:
+        print(f"kvae {args.command}: {e}", file=sys.stderr)
+        return EXIT_NAN
+    except KeyboardInterrupt:
+        hint = f" Resume with: kvae train --resume {args.resume or args.out}" if args.command == "train" else ""
+        print(f"\nkvae {args.command}: interrupted.{hint}", file=sys.stderr)
+        return EXIT_INTERRUPTED
+
+
+if __name__ == "__main__":
+    sys.exit(main())
