@@ -150,21 +150,23 @@ def _keras_cache():
     return Path(os.environ.get("KERAS_HOME", Path.home() / ".keras")) / "datasets"
 
 
-def _tfds_load(name, data_dir):
-    """Prepared TFDS data as numpy, or None if it is not prepared there."""
+def _tfds_load(name, data_dir, splits=("train", "test"), download=False):
+    """Prepared TFDS data as {split: (images, labels or None)} numpy arrays, or
+    None if it is not prepared there (and download is off)."""
     import tensorflow_datasets as tfds
 
     try:
-        splits = tfds.load(name, data_dir=data_dir, download=False, batch_size=-1)
+        datasets = tfds.load(name, split=list(splits), data_dir=data_dir, download=download)
     except (AssertionError, FileNotFoundError, tfds.core.registered.DatasetNotFoundError):
         return None
-    except Exception as e:  # noqa: BLE001 - tfds raises many types when data is absent
-        if "download" in str(e).lower() or "not found" in str(e).lower():
-            return None
-        raise
     out = {}
-    for split, data in tfds.as_numpy(splits).items():
-        out[split] = (data["image"], data.get("label"))
+    for split, ds in zip(splits, datasets):
+        images, labels = [], []
+        for batch in tfds.as_numpy(ds.batch(4096)):
+            images.append(batch["image"])
+            if "label" in batch:
+                labels.append(batch["label"])
+        out[split] = (np.concatenate(images), np.concatenate(labels) if labels else None)
     return out
 
 
@@ -240,12 +242,10 @@ def _find_binarized_mnist(data_dir, download):
                     raise DataError(f"Cannot read {folder / f}: {e}") from None
             return splits, str(folder)
     tfds_dir = data_dir or os.environ.get("TFDS_DATA_DIR")
-    prepared = _tfds_load("binarized_mnist", tfds_dir)
+    splits = ("train", "validation", "test")
+    prepared = _tfds_load("binarized_mnist", tfds_dir, splits)
     if prepared is None and download:
-        import tensorflow_datasets as tfds
-
-        prepared = {s: (d["image"], None) for s, d in tfds.as_numpy(
-            tfds.load("binarized_mnist", data_dir=tfds_dir, batch_size=-1)).items()}
+        prepared = _tfds_load("binarized_mnist", tfds_dir, splits, download=True)
     if prepared:
         return {"train": prepared["train"][0], "valid": prepared["validation"][0],
                 "test": prepared["test"][0]}, "TFDS prepared data"

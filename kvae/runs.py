@@ -194,7 +194,10 @@ def train(cfg, run_dir, force=False, resume=False, verbose=1, log=print):
     run_dir = Path(run_dir)
     if resume:
         cfg_saved = load_config(run_dir)
-        cfg_saved.epochs = max(cfg.epochs, cfg_saved.epochs) if cfg.epochs else cfg_saved.epochs
+        if cfg.epochs is not None:  # an explicit --epochs sets the new total
+            if cfg.epochs < 1:
+                raise RunError(f"--epochs must be >= 1, got {cfg.epochs}")
+            cfg_saved.epochs = cfg.epochs
         cfg = cfg_saved
     else:
         cfg.validate()
@@ -256,9 +259,11 @@ def train(cfg, run_dir, force=False, resume=False, verbose=1, log=print):
     elapsed = time.perf_counter() - start
     state = kcallbacks.read_state(run_dir)
     if "stopped_on_nan_at_epoch" in state:
+        kept = (f"The last good checkpoint (epoch {state['epochs_done']}) is {run_dir / 'last.keras'}."
+                if state["epochs_done"] else "No epoch finished, so there is no checkpoint.")
         raise FloatingPointError(
             f"The loss became NaN/Inf in epoch {state['stopped_on_nan_at_epoch']}; training stopped. "
-            f"The last good checkpoint (epoch {state['epochs_done']}) is {run_dir / 'last.keras'}."
+            f"{kept} Try a lower --lr."
         )
     summary = evaluate(run_dir, ds=ds, model=load_model(run_dir, "best"))
     summary.update(train_seconds=round(elapsed, 1), epochs_done=state["epochs_done"])
