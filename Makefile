@@ -5,7 +5,10 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 
-.PHONY: test quick install bench clean
+.PHONY: demo test quick install bench clean
+SUDO        := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+DEMO_EPOCHS ?= 30
+DEMO_RUN    ?= runs/demo
 
 $(STAMP): setup.cfg pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -14,6 +17,13 @@ $(STAMP): setup.cfg pyproject.toml
 	touch $(STAMP)
 
 install: $(STAMP)
+
+## make demo: set up, find (or install) Fashion-MNIST offline, train a VAE, show where the pictures are
+demo: $(STAMP)
+	@$(PY) -c "import kvae.data as d; d.load('fashion_mnist')" >/dev/null 2>&1 || { \
+	  echo "Fashion-MNIST not found offline: installing Debian's dataset-fashion-mnist"; \
+	  $(SUDO) apt-get update -qq && $(SUDO) DEBIAN_FRONTEND=noninteractive apt-get install -y -qq dataset-fashion-mnist; }
+	$(VENV)/bin/kvae train --dataset fashion_mnist --epochs $(DEMO_EPOCHS) --out $(DEMO_RUN) --force
 
 ## make test: create the environment, install kvae with its test extras, run the suite
 test: $(STAMP)
