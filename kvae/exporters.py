@@ -1,0 +1,373 @@
+"""Decoder export: SavedModel (TF Serving), TFLite / LiteRT, ONNX; each verified.
+
+The exported decoder is deterministic: z (float32 [batch, latent_dim], plus
+int32 labels [batch] for a conditional model) -> `mean` = E[x|z] in the data's
+shape (pixel probabilities for a Bernoulli likelihood) and, where the
+likelihood has them, `logits`. z is drawn on the host: random ops do not belong
+in edge artifacts (they become Flex ops in TFLite and invalid ONNX). Only the
+SavedModel, run by a server that has all of TF, also carries a `sample`
+signature with the seed as an input (stateless, so one seed gives one picture).
+
+Every artifact is run by its own runtime (the SavedModel in a Python process
+where kvae cannot be imported, TFLite by ai_edge_litert, ONNX by onnxruntime)
+on the same latents as the Keras decoder, and the export fails if an error
+exceeds its tolerance.
+
+    DIR/
+      savedmodel/<model_name>/<version>/   TF Serving layout; assets/kvae_metadata.json
+      tflite/decoder_{float32,float16,dynamic_int8,int8}.tflite
+      onnx/decoder.onnx
+      metadata.json                        latent dim, shapes, likelihood, kvae version, training summary
+      report.json                          errors, sizes, batch-1 latency per artifact
+"""
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import textwrap
+import time
+from pathlib import Path
+
+import numpy as np
+
+FORMATS = ("savedmodel", "tflite", "onnx")
+TFLITE_VARIANTS = ("float32", "float16", "dynamic_int8", "int8")
+#: max absolute error on `mean` allowed for each artifact, against the Keras decoder
+TOLERANCE = {"savedmodel": 1e-5, "onnx": 1e-5, "tflite_float32": 1e-5, "tflite_float16": 1e-3,
+             "tflite_dynamic_int8": 0.05, "tflite_int8": 0.05}
+ONNX_OPSET = 17
+
+
+class ExportError(RuntimeError):
+    """An export that cannot be done or did not verify."""
+
+
+# -------------------------------------------------------------- the source
+def load_source(path):
+    """(model, metadata) from a run directory or a `.keras` file."""
+    import keras
+
+    import kvae
+
+    path = Path(path)
+    summary = {}
+    if path.is_dir():
+        from kvae import runs
+
+        try:
+            model = runs.load_model(path)
+        except runs.RunError as e:
+            raise ExportError(str(e)) from None
+        if (path / "summary.json").exists():
+            summary = json.loads((path / "summary.json").read_text())
+    elif path.suffix == ".keras" and path.is_file():
+        try:
+            model = keras.models.load_model(path)
+        except Exception as e:  # noqa: BLE001 - keras raises many types for bad files
+            raise ExportError(f"Cannot load {path} as a Keras model: {str(e).splitlines()[0][:200]}") from None
+        if not isinstance(model, kvae.VAE):
+            raise ExportError(f"{path} holds a {type(model).__name__}, not a kvae.VAE.")
+    else:
+        raise ExportError(f"{path} is neither a kvae run directory nor a .keras file.")
+    metadata = {
+        "kvae_version": kvae.__version__,
+        "latent_dim": model.latent_dim,
+        "input_shape": list(model.data_shape),
+        "likelihood": model.likelihood.name,
+        "outputs": ["mean"] + (["logits"] if model.likelihood.has_logits else []),
+        "num_classes": model.num_classes,
+        "prior": type(model.prior).__name__,
+        "training_summary": summary,
+        "source": str(path),
+    }
+    return model, metadata
+
+
+# ----------------------------------------------------------- the graphs
+def _specs(model):
+    import tensorflow as tf
+
+    z = tf.TensorSpec([None, model.latent_dim], tf.float32, name="z")
+    labels = tf.TensorSpec([None], tf.int32, name="labels")
+    x = tf.TensorSpec([None, *model.data_shape], tf.float32, name="x")
+    return z, labels, x
+
+
+def decode_outputs(model, z, labels=None):
+    params = model.decode_params(z, labels)
+    out = {"mean": model.likelihood.mean(params)}
+    if model.likelihood.has_logits:
+        out["logits"] = params
+    return out
+
+
+def decoder_function(model):
+    """A `tf.function` decode(z[, labels]) -> {'mean'[, 'logits']} with named
+    inputs and a dynamic batch dimension; no random op."""
+    import tensorflow as tf
+
+    z_spec, labels_spec, _ = _specs(model)
+    if model.conditional:
+        @tf.function(input_signature=[z_spec, labels_spec])
+        def decode(z, labels):
+            return decode_outputs(model, z, labels)
+    else:
+        @tf.function(input_signature=[z_spec])
+        def decode(z):
+            return decode_outputs(model, z)
+    return decode
+
+
+def _write_savedmodel(model, path, metadata, decoder_only=False):
+    import keras
+    import tensorflow as tf
+
+    z_spec, labels_spec, x_spec = _specs(model)
+    cond = model.conditional
+    archive = keras.export.ExportArchive()
+    archive.track(model)
+    decode = decoder_function(model)
+    archive.add_endpoint("decode", decode)
+    if not decoder_only:
+        archive.add_endpoint("serving_default", decode)
+
+        def encode(x, labels=None):
+            mean, stddev = model.posterior.mean_stddev(model.encode_params(x, labels))
+            return {"mean": mean, "stddev": stddev}
+
+        def reconstruct(x, labels=None):
+            mean, _ = model.posterior.mean_stddev(model.encode_params(x, labels))
+            return {"mean": model.likelihood.mean(model.decode_params(mean, labels))}
+
+        def sample(n, seed, label=None):
+            z = model.prior.distribution(model).sample(n, seed=tf.stack([seed, 0]))
+            labels = None if label is None else tf.fill([n], label)
+            return {"mean": model.likelihood.mean(model.decode_params(z, labels))}
+
+        n_spec = tf.TensorSpec([], tf.int32, name="n")
+        seed_spec = tf.TensorSpec([], tf.int32, name="seed")
+        label_spec = tf.TensorSpec([], tf.int32, name="label")
+        if cond:
+            archive.add_endpoint("encode", tf.function(encode, input_signature=[x_spec, labels_spec]))
+            archive.add_endpoint("reconstruct", tf.function(reconstruct, input_signature=[x_spec, labels_spec]))
+            archive.add_endpoint("sample", tf.function(sample, input_signature=[n_spec, seed_spec, label_spec]))
+        else:
+            archive.add_endpoint("encode", tf.function(lambda x: encode(x), input_signature=[x_spec]))
+            archive.add_endpoint("reconstruct", tf.function(lambda x: reconstruct(x), input_signature=[x_spec]))
+            archive.add_endpoint("sample", tf.function(lambda n, seed: sample(n, seed),
+                                                       input_signature=[n_spec, seed_spec]))
+    archive.write_out(str(path), verbose=False)
+    (Path(path) / "assets").mkdir(exist_ok=True)
+    (Path(path) / "assets" / "kvae_metadata.json").write_text(json.dumps(metadata, indent=2))
+
+
+def _write_tflite(decoder_savedmodel, path, variant, model):
+    import tensorflow as tf
+
+    converter = tf.lite.TFLiteConverter.from_saved_model(str(decoder_savedmodel), signature_keys=["decode"])
+    # Builtins only: an op the device interpreter lacks fails here, not on the phone.
+    converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
+    if variant == "float16":
+        converter.optimizations = [tf.lite.Optimize.DEFAULT]
+        converter.target_spec.supported_types = [tf.float16]
+    elif variant == "dynamic_int8":
+        converter.optimizations = [tf.lite.Optimize.DEFAULT]
+    elif variant == "int8":
+        converter.optimizations = [tf.lite.Optimize.DEFAULT]
+        converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+        rng = np.random.default_rng(0)
+
+        def representative():  # latents drawn from the prior, as at run time
+            z = model.prior.distribution(model).sample(256, seed=tf.constant([0, 0])).numpy()
+            for i in range(0, 256, 8):
+                inputs = {"z": z[i:i + 8]}
+                if model.conditional:
+                    inputs["labels"] = rng.integers(0, model.num_classes, 8).astype("int32")
+                yield inputs
+
+        converter.representative_dataset = representative
+    try:
+        Path(path).write_bytes(converter.convert())
+    except Exception as e:  # noqa: BLE001 - the converter raises ConverterError and others
+        raise ExportError(f"TFLite {variant} conversion failed: {str(e).splitlines()[0][:300]}") from None
+
+
+def _write_onnx(model, path):
+    import tf2onnx
+
+    decode = decoder_function(model)
+    try:
+        tf2onnx.convert.from_function(decode, input_signature=decode.input_signature, opset=ONNX_OPSET,
+                                      output_path=str(path))
+    except Exception as e:  # noqa: BLE001
+        raise ExportError(f"ONNX conversion failed: {str(e).splitlines()[0][:300]}") from None
+    import onnx
+
+    onnx.checker.check_model(onnx.load(str(path)), full_check=True)
+
+
+# --------------------------------------------------------------- runners
+def _latency(fn, runs=200, warmup=20):
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(runs):
+        t = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t)
+    return float(np.percentile(times, 50) * 1e3), float(np.percentile(times, 99) * 1e3)
+
+
+def run_tflite(path, z, labels=None):
+    """Decode with ai_edge_litert's signature runner: {'mean': ..., ...}."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    runner = Interpreter(model_path=str(path)).get_signature_runner("decode")
+    inputs = {"z": z} if labels is None else {"z": z, "labels": labels}
+    return runner(**inputs), (lambda: runner(**{k: v[:1] for k, v in inputs.items()}))
+
+
+def run_onnx(path, z, labels=None):
+    import onnxruntime as ort
+
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    names = [o.name for o in session.get_outputs()]
+    feeds = {"z": z} if labels is None else {"z": z, "labels": labels}
+    outs = dict(zip(names, session.run(None, feeds)))
+    return outs, (lambda: session.run(None, {k: v[:1] for k, v in feeds.items()}))
+
+
+_SAVEDMODEL_CHECK = textwrap.dedent("""
+    import json, sys, time
+    sys.modules["kvae"] = None  # a server has no kvae: prove the artifact needs none
+    import numpy as np, tensorflow as tf
+    path, z_path, labels_path, out_path = sys.argv[1:5]
+    fn = tf.saved_model.load(path).signatures["serving_default"]
+    feeds = {"z": tf.constant(np.load(z_path))}
+    if labels_path != "-":
+        feeds["labels"] = tf.constant(np.load(labels_path))
+    out = {k: v.numpy() for k, v in fn(**feeds).items()}
+    one = {k: v[:1] for k, v in feeds.items()}
+    for _ in range(20): fn(**one)
+    times = []
+    for _ in range(200):
+        t = time.perf_counter(); fn(**one); times.append(time.perf_counter() - t)
+    np.savez(out_path, **out, p50=np.percentile(times, 50) * 1e3, p99=np.percentile(times, 99) * 1e3)
+""")
+
+
+def run_savedmodel_without_kvae(path, z, labels=None):
+    """The `serving_default` signature, run in a fresh Python process where
+    `import kvae` fails. Returns (outputs, (p50_ms, p99_ms))."""
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        np.save(tmp / "z.npy", z)
+        labels_path = "-"
+        if labels is not None:
+            np.save(tmp / "labels.npy", labels)
+            labels_path = str(tmp / "labels.npy")
+        env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
+        done = subprocess.run([sys.executable, "-c", _SAVEDMODEL_CHECK, str(path), str(tmp / "z.npy"),
+                               labels_path, str(tmp / "out.npz")], capture_output=True, text=True, env=env)
+        if done.returncode != 0:
+            raise ExportError(f"The SavedModel did not run without kvae: {done.stderr.strip().splitlines()[-1]}")
+        out = dict(np.load(tmp / "out.npz"))
+    latency = (float(out.pop("p50")), float(out.pop("p99")))
+    return out, latency
+
+
+def _size(path):
+    path = Path(path)
+    if path.is_file():
+        return path.stat().st_size
+    return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
+
+
+# ------------------------------------------------------------------ export
+def export(source, out_dir, formats=FORMATS, force=False, model_name="kvae", version=1,
+           num_check=64, seed=0, log=print):
+    """Export the decoder of `source` (a run directory or `.keras` file) into
+    `out_dir`, verify every artifact, and return the report (also written as
+    report.json). Raises ExportError on any failure, leaving nothing behind."""
+    formats = tuple(formats)
+    unknown = [f for f in formats if f not in FORMATS]
+    if unknown or not formats:
+        raise ExportError(f"Unknown format(s) {', '.join(unknown) or '(none)'}: choose from {', '.join(FORMATS)}.")
+    out_dir = Path(out_dir)
+    if out_dir.exists() and not force:
+        raise ExportError(f"{out_dir} exists; use --force to replace it, or another --out.")
+    if int(version) < 1:
+        raise ExportError(f"version must be >= 1, got {version}.")
+    model, metadata = load_source(source)
+
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    work = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.partial-", dir=out_dir.parent))
+    try:
+        report = _export_into(model, metadata, work, formats, model_name, int(version), num_check, seed, log)
+        if out_dir.exists():
+            shutil.rmtree(out_dir)
+        os.replace(work, out_dir)  # the whole directory appears at once
+    except BaseException:
+        shutil.rmtree(work, ignore_errors=True)
+        raise
+    return report
+
+
+def _export_into(model, metadata, work, formats, model_name, version, num_check, seed, log):
+    rng = np.random.default_rng(seed)
+    z = rng.normal(size=(num_check, model.latent_dim)).astype("float32")
+    labels = rng.integers(0, model.num_classes, num_check).astype("int32") if model.conditional else None
+    reference = {k: v.numpy() for k, v in decode_outputs(model, z, labels).items()}
+    keras_p50, keras_p99 = _latency(lambda: model.decode(z[:1], None if labels is None else labels[:1]))
+    rows = [{"artifact": "keras model.decode (eager)", "size_bytes": None, "max_abs_error": 0.0,
+             "mean_abs_error": 0.0, "p50_ms": keras_p50, "p99_ms": keras_p99, "tolerance": None}]
+
+    def check(name, path, outputs, latency):
+        err = np.abs(outputs["mean"].reshape(reference["mean"].shape) - reference["mean"])
+        row = {"artifact": name, "path": str(path.relative_to(work)), "size_bytes": _size(path),
+               "max_abs_error": float(err.max()), "mean_abs_error": float(err.mean()),
+               "p50_ms": latency[0], "p99_ms": latency[1], "tolerance": TOLERANCE[name]}
+        rows.append(row)
+        if not row["max_abs_error"] <= TOLERANCE[name]:
+            raise ExportError(f"{name} does not match the Keras decoder: max abs error "
+                              f"{row['max_abs_error']:.2e} > {TOLERANCE[name]:g}.")
+        log(f"  {name:22s} ok  max err {row['max_abs_error']:.1e}  {row['size_bytes'] / 1e6:7.3f} MB  "
+            f"p50 {row['p50_ms']:.3f} ms")
+
+    (work / "metadata.json").write_text(json.dumps(metadata, indent=2))
+    if "savedmodel" in formats:
+        path = work / "savedmodel" / model_name / str(version)
+        _write_savedmodel(model, path, metadata)
+        outputs, latency = run_savedmodel_without_kvae(path, z, labels)
+        check("savedmodel", path, outputs, latency)
+    if "tflite" in formats:
+        (work / "tflite").mkdir()
+        with tempfile.TemporaryDirectory() as tmp:
+            _write_savedmodel(model, Path(tmp) / "decoder", metadata, decoder_only=True)
+            for variant in TFLITE_VARIANTS:
+                path = work / "tflite" / f"decoder_{variant}.tflite"
+                _write_tflite(Path(tmp) / "decoder", path, variant, model)
+                outputs, one = run_tflite(path, z, labels)
+                check(f"tflite_{variant}", path, outputs, _latency(one))
+    if "onnx" in formats:
+        (work / "onnx").mkdir()
+        path = work / "onnx" / "decoder.onnx"
+        _write_onnx(model, path)
+        outputs, one = run_onnx(path, z, labels)
+        check("onnx", path, outputs, _latency(one))
+    report = {"checked_on": f"{num_check} latents z ~ N(0, I), seed {seed}", "rows": rows, "metadata": metadata}
+    (work / "report.json").write_text(json.dumps(report, indent=2))
+    return report
+
+
+def format_report(report):
+    """The report as a printed table."""
+    lines = [f"{'artifact':24s} {'size MB':>9s} {'max err':>9s} {'mean err':>9s} {'p50 ms':>8s} {'p99 ms':>8s}"]
+    for r in report["rows"]:
+        size = "-" if r["size_bytes"] is None else f"{r['size_bytes'] / 1e6:.3f}"
+        lines.append(f"{r['artifact']:24s} {size:>9s} {r['max_abs_error']:9.1e} {r['mean_abs_error']:9.1e} "
+                     f"{r['p50_ms']:8.3f} {r['p99_ms']:8.3f}")
+    return "\n".join(lines)
