@@ -13,7 +13,7 @@ DEMO_RUN    ?= runs/demo
 $(STAMP): setup.cfg pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[dev]'
+	$(PY) -m pip install --quiet -e '.[dev,export]'
 	touch $(STAMP)
 
 install: $(STAMP)
@@ -25,7 +25,7 @@ demo: $(STAMP)
 	  $(SUDO) apt-get update -qq && $(SUDO) DEBIAN_FRONTEND=noninteractive apt-get install -y -qq dataset-fashion-mnist; }
 	$(VENV)/bin/kvae train --dataset fashion_mnist --epochs $(DEMO_EPOCHS) --out $(DEMO_RUN) --force
 
-## make test: create the environment, install kvae with its test extras, run the suite
+## make test: create the environment, install kvae with its test and export extras, run the suite
 test: $(STAMP)
 	$(PY) -m pytest -q
 

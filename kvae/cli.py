@@ -1,4 +1,4 @@
-"""`kvae train | evaluate | sample | reconstruct | info`.
+"""`kvae train | evaluate | sample | reconstruct | export | info`.
 
 Only wiring: arguments in, calls into kvae.runs / kvae.plots, one-line errors
 out (exit code 2 for bad input, no traceback).
@@ -10,7 +10,7 @@ import os
 import sys
 from pathlib import Path
 
-EXIT_BAD_INPUT, EXIT_NAN, EXIT_INTERRUPTED = 2, 1, 130
+EXIT_BAD_INPUT, EXIT_FAILED, EXIT_INTERRUPTED = 2, 1, 130  # FAILED: NaN loss, or an export that failed its check
 
 
 class _Parser(argparse.ArgumentParser):
@@ -76,6 +76,14 @@ def _parser():
     r.add_argument("run_dir")
     r.add_argument("--n", type=_positive_int, default=16)
     r.add_argument("--out", default="reconstructions.png")
+
+    x = sub.add_parser("export", help="export the decoder: SavedModel, TFLite, ONNX, each verified")
+    x.add_argument("source", help="a run directory or a .keras file")
+    x.add_argument("--format", default="savedmodel,tflite,onnx", help="comma-separated: savedmodel,tflite,onnx")
+    x.add_argument("--out", required=True, help="directory to create")
+    x.add_argument("--force", action="store_true", help="replace an existing --out")
+    x.add_argument("--model-name", default="kvae", help="TF Serving model name (savedmodel/NAME/VERSION)")
+    x.add_argument("--version", type=_positive_int, default=1, dest="model_version")
 
     i = sub.add_parser("info", help="what a run directory holds")
     i.add_argument("run_dir")
@@ -176,23 +184,38 @@ def cmd_info(args):
     return 0
 
 
-COMMANDS = {"train": cmd_train, "evaluate": cmd_evaluate, "sample": cmd_sample,
+def cmd_export(args):
+    from kvae import exporters
+
+    formats = [f.strip() for f in args.format.split(",") if f.strip()]
+    print(f"exporting {args.source} -> {args.out} ({', '.join(formats)}); verifying each artifact:")
+    report = exporters.export(args.source, args.out, formats=formats, force=args.force,
+                              model_name=args.model_name, version=args.model_version)
+    print(exporters.format_report(report))
+    print(f"report: {Path(args.out) / 'report.json'}")
+    return 0
+
+
+COMMANDS = {"train": cmd_train, "export": cmd_export, "evaluate": cmd_evaluate, "sample": cmd_sample,
             "reconstruct": cmd_reconstruct, "info": cmd_info}
 
 
 def main(argv=None):
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     args = _parser().parse_args(argv)
-    from kvae import data, runs
+    from kvae import data, exporters, runs
 
     try:
         return COMMANDS[args.command](args)
+    except exporters.VerificationError as e:
+        print(f"kvae {args.command}: verification failed: {e}", file=sys.stderr)
+        return EXIT_FAILED
     except (runs.RunError, data.DataError, data.DataNotFoundError, ValueError) as e:
         print(f"kvae {args.command}: error: {e}", file=sys.stderr)
         return EXIT_BAD_INPUT
     except FloatingPointError as e:
         print(f"kvae {args.command}: {e}", file=sys.stderr)
-        return EXIT_NAN
+        return EXIT_FAILED
     except KeyboardInterrupt:
         hint = f" Resume with: kvae train --resume {args.resume or args.out}" if args.command == "train" else ""
         print(f"\nkvae {args.command}: interrupted.{hint}", file=sys.stderr)

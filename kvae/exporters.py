@@ -41,8 +41,12 @@ TOLERANCE = {"savedmodel": 1e-5, "onnx": 1e-5, "tflite_float32": 1e-5, "tflite_f
 ONNX_OPSET = 17
 
 
-class ExportError(RuntimeError):
-    """An export that cannot be done or did not verify."""
+class ExportError(ValueError):
+    """An export that cannot be done as asked (bad source, format, directory)."""
+
+
+class VerificationError(RuntimeError):
+    """An artifact that did not reproduce the Keras decoder within tolerance."""
 
 
 # -------------------------------------------------------------- the source
@@ -192,7 +196,7 @@ def _write_tflite(decoder_savedmodel, path, variant, model):
     try:
         Path(path).write_bytes(converter.convert())
     except Exception as e:  # noqa: BLE001 - the converter raises ConverterError and others
-        raise ExportError(f"TFLite {variant} conversion failed: {str(e).splitlines()[0][:300]}") from None
+        raise VerificationError(f"TFLite {variant} conversion failed: {str(e).splitlines()[0][:300]}") from None
 
 
 def _write_onnx(model, path):
@@ -203,7 +207,7 @@ def _write_onnx(model, path):
         tf2onnx.convert.from_function(decode, input_signature=decode.input_signature, opset=ONNX_OPSET,
                                       output_path=str(path))
     except Exception as e:  # noqa: BLE001
-        raise ExportError(f"ONNX conversion failed: {str(e).splitlines()[0][:300]}") from None
+        raise VerificationError(f"ONNX conversion failed: {str(e).splitlines()[0][:300]}") from None
     import onnx
 
     onnx.checker.check_model(onnx.load(str(path)), full_check=True)
@@ -273,7 +277,8 @@ def run_savedmodel_without_kvae(path, z, labels=None):
         done = subprocess.run([sys.executable, "-c", _SAVEDMODEL_CHECK, str(path), str(tmp / "z.npy"),
                                labels_path, str(tmp / "out.npz")], capture_output=True, text=True, env=env)
         if done.returncode != 0:
-            raise ExportError(f"The SavedModel did not run without kvae: {done.stderr.strip().splitlines()[-1]}")
+            raise VerificationError(
+                f"The SavedModel did not run without kvae: {done.stderr.strip().splitlines()[-1]}")
         out = dict(np.load(tmp / "out.npz"))
     latency = (float(out.pop("p50")), float(out.pop("p99")))
     return out, latency
@@ -332,7 +337,7 @@ def _export_into(model, metadata, work, formats, model_name, version, num_check,
                "p50_ms": latency[0], "p99_ms": latency[1], "tolerance": TOLERANCE[name]}
         rows.append(row)
         if not row["max_abs_error"] <= TOLERANCE[name]:
-            raise ExportError(f"{name} does not match the Keras decoder: max abs error "
+            raise VerificationError(f"{name} does not match the Keras decoder: max abs error "
                               f"{row['max_abs_error']:.2e} > {TOLERANCE[name]:g}.")
         log(f"  {name:22s} ok  max err {row['max_abs_error']:.1e}  {row['size_bytes'] / 1e6:7.3f} MB  "
             f"p50 {row['p50_ms']:.3f} ms")

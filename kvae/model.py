@@ -155,7 +155,9 @@ class VAE(keras.Model):
                 f"This VAE is conditional (num_classes={self.num_classes}): pass labels, "
                 "e.g. fit on (x, labels) or sample(n, labels=...)."
             )
-        return tf.one_hot(tf.cast(tf.reshape(labels, [-1]), tf.int32), self.num_classes)
+        # A gather from the identity, not tf.one_hot: TFLite's full-int8 ONE_HOT
+        # keeps its raw on/off values under the concat's scale (1 reads as ~3).
+        return tf.gather(tf.eye(self.num_classes), tf.cast(tf.reshape(labels, [-1]), tf.int32))
 
     def encode_params(self, x, labels=None, training=False):
         """The posterior's parameters (float32, [B, num_params]) for inputs x."""

@@ -133,7 +133,7 @@ def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path, monkeypatch
 
     monkeypatch.setattr(kvae.VAE, "compute_terms", nan_terms)
     capsys.readouterr()
-    assert run_cli("train", "--resume", run, "--epochs", 3) == cli.EXIT_NAN
+    assert run_cli("train", "--resume", run, "--epochs", 3) == cli.EXIT_FAILED
     err = capsys.readouterr().err
     assert "NaN/Inf in epoch 2" in err and "last good checkpoint (epoch 1)" in err
     state = callbacks.read_state(run)
