@@ -80,6 +80,8 @@ def _parser():
     x = sub.add_parser("export", help="export the decoder: SavedModel, TFLite, ONNX, each verified")
     x.add_argument("source", help="a run directory or a .keras file")
     x.add_argument("--format", default="savedmodel,tflite,onnx", help="comma-separated: savedmodel,tflite,onnx")
+    x.add_argument("--tflite-variants", default="float32,float16,dynamic_int8,int8",
+                   help="comma-separated TFLite variants to write")
     x.add_argument("--out", required=True, help="directory to create")
     x.add_argument("--force", action="store_true", help="replace an existing --out")
     x.add_argument("--model-name", default="kvae", help="TF Serving model name (savedmodel/NAME/VERSION)")
@@ -189,8 +191,9 @@ def cmd_export(args):
 
     formats = [f.strip() for f in args.format.split(",") if f.strip()]
     print(f"exporting {args.source} -> {args.out} ({', '.join(formats)}); verifying each artifact:")
+    variants = [v.strip() for v in args.tflite_variants.split(",") if v.strip()]
     report = exporters.export(args.source, args.out, formats=formats, force=args.force,
-                              model_name=args.model_name, version=args.model_version)
+                              model_name=args.model_name, version=args.model_version, tflite_variants=variants)
     print(exporters.format_report(report))
     print(f"report: {Path(args.out) / 'report.json'}")
     return 0

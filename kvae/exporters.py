@@ -39,6 +39,10 @@ TFLITE_VARIANTS = ("float32", "float16", "dynamic_int8", "int8")
 TOLERANCE = {"savedmodel": 1e-5, "onnx": 1e-5, "tflite_float32": 1e-5, "tflite_float16": 1e-3,
              "tflite_dynamic_int8": 0.05, "tflite_int8": 0.05}
 ONNX_OPSET = 17
+#: the full-int8 decoder clips logits to +-INT8_LOGIT_CLIP (probabilities within
+#: 3.4e-4 of 0 and 1), so its 256 activation levels cover the informative range
+#: rather than saturated pixels; this costs at most 3.4e-4, within its tolerance.
+INT8_LOGIT_CLIP = 8.0
 
 
 class ExportError(ValueError):
@@ -100,15 +104,23 @@ def _specs(model):
     return z, labels, x
 
 
-def decode_outputs(model, z, labels=None):
+def decode_outputs(model, z, labels=None, clip_logits=None):
     params = model.decode_params(z, labels)
+    if clip_logits is not None and model.likelihood.has_logits:
+        params = tf_clip(params, clip_logits)
     out = {"mean": model.likelihood.mean(params)}
     if model.likelihood.has_logits:
         out["logits"] = params
     return out
 
 
-def decoder_function(model):
+def tf_clip(t, bound):
+    import tensorflow as tf
+
+    return tf.clip_by_value(t, -bound, bound)
+
+
+def decoder_function(model, clip_logits=None):
     """A `tf.function` decode(z[, labels]) -> {'mean'[, 'logits']} with named
     inputs and a dynamic batch dimension; no random op."""
     import tensorflow as tf
@@ -117,15 +129,15 @@ def decoder_function(model):
     if model.conditional:
         @tf.function(input_signature=[z_spec, labels_spec])
         def decode(z, labels):
-            return decode_outputs(model, z, labels)
+            return decode_outputs(model, z, labels, clip_logits)
     else:
         @tf.function(input_signature=[z_spec])
         def decode(z):
-            return decode_outputs(model, z)
+            return decode_outputs(model, z, clip_logits=clip_logits)
     return decode
 
 
-def _write_savedmodel(model, path, metadata, decoder_only=False):
+def _write_savedmodel(model, path, metadata, decoder_only=False, clip_logits=None):
     import keras
     import tensorflow as tf
 
@@ -133,7 +145,7 @@ def _write_savedmodel(model, path, metadata, decoder_only=False):
     cond = model.conditional
     archive = keras.export.ExportArchive()
     archive.track(model)
-    decode = decoder_function(model)
+    decode = decoder_function(model, clip_logits)
     archive.add_endpoint("decode", decode)
     if not decoder_only:
         archive.add_endpoint("serving_default", decode)
@@ -293,7 +305,7 @@ def _size(path):
 
 # ------------------------------------------------------------------ export
 def export(source, out_dir, formats=FORMATS, force=False, model_name="kvae", version=1,
-           num_check=64, seed=0, log=print):
+           num_check=64, seed=0, tflite_variants=TFLITE_VARIANTS, log=print):
     """Export the decoder of `source` (a run directory or `.keras` file) into
     `out_dir`, verify every artifact, and return the report (also written as
     report.json). Raises ExportError on any failure, leaving nothing behind."""
@@ -306,12 +318,18 @@ def export(source, out_dir, formats=FORMATS, force=False, model_name="kvae", ver
         raise ExportError(f"{out_dir} exists; use --force to replace it, or another --out.")
     if int(version) < 1:
         raise ExportError(f"version must be >= 1, got {version}.")
+    tflite_variants = tuple(tflite_variants)
+    bad = [v for v in tflite_variants if v not in TFLITE_VARIANTS]
+    if bad or ("tflite" in formats and not tflite_variants):
+        raise ExportError(f"Unknown TFLite variant(s) {', '.join(bad) or '(none)'}: choose from "
+                          f"{', '.join(TFLITE_VARIANTS)}.")
     model, metadata = load_source(source)
 
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.partial-", dir=out_dir.parent))
     try:
-        report = _export_into(model, metadata, work, formats, model_name, int(version), num_check, seed, log)
+        report = _export_into(model, metadata, work, formats, model_name, int(version), num_check, seed,
+                              tflite_variants, log)
         if out_dir.exists():
             shutil.rmtree(out_dir)
         os.replace(work, out_dir)  # the whole directory appears at once
@@ -321,7 +339,7 @@ def export(source, out_dir, formats=FORMATS, force=False, model_name="kvae", ver
     return report
 
 
-def _export_into(model, metadata, work, formats, model_name, version, num_check, seed, log):
+def _export_into(model, metadata, work, formats, model_name, version, num_check, seed, tflite_variants, log):
     rng = np.random.default_rng(seed)
     z = rng.normal(size=(num_check, model.latent_dim)).astype("float32")
     labels = rng.integers(0, model.num_classes, num_check).astype("int32") if model.conditional else None
@@ -352,9 +370,13 @@ def _export_into(model, metadata, work, formats, model_name, version, num_check,
         (work / "tflite").mkdir()
         with tempfile.TemporaryDirectory() as tmp:
             _write_savedmodel(model, Path(tmp) / "decoder", metadata, decoder_only=True)
-            for variant in TFLITE_VARIANTS:
+            if "int8" in tflite_variants:
+                _write_savedmodel(model, Path(tmp) / "decoder_clipped", metadata, decoder_only=True,
+                                  clip_logits=INT8_LOGIT_CLIP)
+            for variant in tflite_variants:
                 path = work / "tflite" / f"decoder_{variant}.tflite"
-                _write_tflite(Path(tmp) / "decoder", path, variant, model)
+                source = Path(tmp) / ("decoder_clipped" if variant == "int8" else "decoder")
+                _write_tflite(source, path, variant, model)
                 outputs, one = run_tflite(path, z, labels)
                 check(f"tflite_{variant}", path, outputs, _latency(one))
     if "onnx" in formats:
