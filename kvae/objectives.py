@@ -44,3 +44,18 @@ def elbo_terms(x, likelihood_dist, q, p, z):
 def beta_vae_loss(reconstruction, kl, beta=1.0):
     """Per-example negative beta-ELBO: E_q[-log p(x|z)] + beta * KL(q||p)."""
     return reconstruction + beta * kl
+
+
+def iwae_bound(log_px_z, log_pz, log_qz):
+    """The importance-weighted bound (Burda et al., 2016) per example.
+
+    With k samples z_i ~ q(z|x) stacked on axis 0 (each argument [k, B]):
+
+        L_k = log (1/k) sum_i p(x|z_i) p(z_i) / q(z_i|x)
+
+    L_1 is the ELBO; L_k <= log p(x) and does not decrease in expectation with
+    k. Computed with a log-sum-exp in float32.
+    """
+    log_w = tf.cast(log_px_z, tf.float32) + tf.cast(log_pz, tf.float32) - tf.cast(log_qz, tf.float32)
+    k = tf.cast(tf.shape(log_w)[0], tf.float32)
+    return tf.reduce_logsumexp(log_w, axis=0) - tf.math.log(k)
