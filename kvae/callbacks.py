@@ -115,3 +115,43 @@ class TrainingCurves(keras.callbacks.Callback):
         csv_path = self.run_dir / "metrics.csv"
         if csv_path.exists():
             plots.save_curves(plots.read_metrics(csv_path), self.run_dir / "curves.png")
+
+
+class KLWarmup(keras.callbacks.Callback):
+    """KL warm-up: at the start of each epoch, set the model's KL weight to
+    beta * factor(epoch).
+
+    'linear' (Bowman et al., 2016): factor = min(1, (epoch + 1) / epochs), so
+    the weight reaches beta after `epochs` epochs.
+    'cyclical' (Fu et al., 2019): the epochs are split into cycles of
+    `epochs` each; within a cycle the factor rises linearly from 0 to 1 over
+    the first `ratio` of the cycle and then holds at 1.
+
+    Args:
+        epochs: int >= 1, length of the ramp (linear) or of a cycle (cyclical).
+        schedule: 'linear' or 'cyclical'.
+        ratio: float in (0, 1], share of a cycle spent ramping (cyclical only).
+    """
+
+    def __init__(self, epochs, schedule="linear", ratio=0.5):
+        super().__init__()
+        if int(epochs) < 1:
+            raise ValueError(f"KLWarmup needs epochs >= 1, got {epochs}.")
+        if schedule not in ("linear", "cyclical"):
+            raise ValueError(f"Unknown KL warm-up schedule {schedule!r}: 'linear' or 'cyclical'.")
+        if not 0 < ratio <= 1:
+            raise ValueError(f"ratio must be in (0, 1], got {ratio}.")
+        self.epochs, self.schedule, self.ratio = int(epochs), schedule, float(ratio)
+
+    def factor(self, epoch):
+        if self.schedule == "linear":
+            return min(1.0, (epoch + 1) / self.epochs)
+        position = (epoch % self.epochs) / self.epochs  # in [0, 1)
+        return min(1.0, position / self.ratio)
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.model.kl_weight.assign(self.model.beta * self.factor(epoch))
+
+    def on_epoch_end(self, epoch, logs=None):
+        if logs is not None:
+            logs["kl_weight"] = float(self.model.kl_weight.numpy())

@@ -64,6 +64,9 @@ def _parser():
     e = sub.add_parser("evaluate", help="test-set metrics of a run")
     e.add_argument("run_dir")
     e.add_argument("--checkpoint", default="best", choices=["best", "last"])
+    e.add_argument("--k", type=_positive_int, default=100,
+                   help="importance samples for log p(x) (0: ELBO only; up to 5000)")
+    e.add_argument("--seed", type=_positive_int, default=0)
 
     s = sub.add_parser("sample", help="a grid of samples from the prior")
     s.add_argument("run_dir")
@@ -118,6 +121,7 @@ def cmd_train(args):
     images = sorted((run_dir / "images").glob("samples_epoch_*.png"))
     print(f"\nkvae: trained {summary['epochs_done']} epochs in {summary['train_seconds']:.0f} s")
     print(_table([("test ELBO (nats)", f"{summary['test_elbo']:.2f}"),
+                  ("active units", f"{summary['test_active_units']} of {summary['test_latent_dim']}"),
                   ("test bits/dim", f"{summary['test_bits_per_dim']:.4f}"),
                   ("run directory", run_dir),
                   ("samples", images[-1] if images else "-"),
@@ -130,9 +134,14 @@ def cmd_train(args):
 def cmd_evaluate(args):
     from kvae import callbacks, runs
 
-    result = runs.evaluate(args.run_dir, which=args.checkpoint)
+    if not 0 <= args.k <= 100_000:
+        raise runs.RunError(f"--k must be between 0 and 100000, got {args.k}")
+    result = runs.evaluate(args.run_dir, which=args.checkpoint, k=args.k, seed=args.seed)
     callbacks.write_json(Path(args.run_dir) / "evaluation.json", result)
-    print(_table([(k, _fmt(v)) for k, v in result.items()]))
+    shown = [(k, _fmt(v)) for k, v in result.items() if not isinstance(v, list)]
+    if "test_kl_per_dim" in result:
+        shown.append(("test_kl_per_dim", " ".join(f"{v:.2f}" for v in result["test_kl_per_dim"])))
+    print(_table(shown))
     print(f"written to {Path(args.run_dir) / 'evaluation.json'}")
     return 0
 

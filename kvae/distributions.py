@@ -92,6 +92,14 @@ class DiagonalGaussian(Posterior):
         mean, stddev = self.mean_stddev(params)
         return mean + stddev * eps
 
+    def kl_per_dim_to_standard_normal(self, params):
+        """KL(q_j || N(0, 1)) for each latent dimension j: [B, latent_dim].
+
+        0.5 (mu_j^2 + sigma_j^2 - 1 - log sigma_j^2).
+        """
+        mean, log_var = self._split(params)
+        return 0.5 * (tf.square(mean) + tf.exp(log_var) - 1.0 - log_var)
+
 
 @keras.saving.register_keras_serializable(package="kvae")
 class FullCovarianceGaussian(Posterior):

@@ -9,16 +9,9 @@ import tensorflow as tf
 
 def log_weights(model, x, labels, k, seed):
     """log p(x|z_i) + log p(z_i) - log q(z_i|x) for k draws z_i ~ q(z|x): [k, B]."""
-    q_params = model.encode_params(x, labels)
-    q = model.posterior.distribution(q_params)
     eps = tf.random.stateless_normal([k, tf.shape(x)[0], model.latent_dim], seed=seed, alg="philox")
-    z = model.posterior.reparameterize(q_params, eps)  # [k, B, d]
-    flat = tf.reshape(z, [-1, model.latent_dim])
-    rep_labels = None if labels is None else tf.tile(tf.reshape(labels, [-1]), [k])
-    x_params = model.decode_params(flat, rep_labels)
-    x_params = tf.reshape(x_params, tf.concat([[k, tf.shape(x)[0]], tf.shape(x_params)[1:]], 0))
-    log_px_z = model.likelihood.distribution(x_params, len(model.data_shape)).log_prob(tf.cast(x, tf.float32))
-    return log_px_z + model.prior.distribution(model).log_prob(z) - q.log_prob(z)
+    log_px_z, log_pz, log_qz, _, _ = model.log_importance_weights(x, labels, eps)
+    return log_px_z + log_pz - log_qz
 
 
 def log_likelihood(model, x, labels=None, k=1000, chunk=100, batch_size=256, seed=0):
@@ -55,4 +48,66 @@ def log_likelihood(model, x, labels=None, k=1000, chunk=100, batch_size=256, see
             part = chunk_lse(xb, lb, tf.constant(n), s).numpy().astype(np.float64)
             total = part if total is None else np.logaddexp(total, part)
         out[start:start + len(xb)] = total - math.log(int(k))
+    return out
+
+
+def _batches(x, labels, batch_size):
+    for start in range(0, len(x), batch_size):
+        yield (tf.constant(x[start:start + batch_size]),
+               None if labels is None else tf.constant(np.asarray(labels[start:start + batch_size], np.int32)))
+
+
+def posterior_means(model, x, labels=None, batch_size=256):
+    """Posterior means (and parameters) of z for every example: ([N, d], [N, p])."""
+    means, params = [], []
+    for xb, lb in _batches(np.asarray(x, np.float32), labels, batch_size):
+        p = model.encode_params(xb, lb)
+        params.append(p.numpy())
+        means.append(model.posterior.mean_stddev(p)[0].numpy())
+    return np.concatenate(means), np.concatenate(params)
+
+
+def active_units(means, threshold=0.01):
+    """Burda et al. (2016): dimension j is active if Var_x(E_q[z_j | x]) > threshold.
+    `means` are posterior means [N, d]. Returns (count, per-dimension variances)."""
+    variances = np.var(np.asarray(means, np.float64), axis=0)
+    return int(np.sum(variances > threshold)), variances
+
+
+def summary(model, x, labels=None, k=100, batch_size=256, seed=0):
+    """Test-set numbers in nats per example: importance-sampled log p(x) (k
+    samples, if k >= 1), negative ELBO, bits per dimension, reconstruction
+    (-E_q log p(x|z)) and KL, KL per latent dimension (diagonal posterior with
+    the standard normal prior), active units, and the mean squared error of
+    `reconstruct`."""
+    x = np.asarray(x, np.float32)
+    model._as_input(x[:1])
+    recon, kl = [], []
+    for i, (xb, lb) in enumerate(_batches(x, labels, batch_size)):
+        r, q, _, _ = model.compute_terms(xb, lb, seed=tf.constant([seed, -1 - i], tf.int64))
+        recon.append(r.numpy())
+        kl.append(q.numpy())
+    recon, kl = np.concatenate(recon), np.concatenate(kl)
+    means, params = posterior_means(model, x, labels, batch_size)
+    count, variances = active_units(means)
+    dims = float(np.prod(model.data_shape))
+    out = {
+        "examples": len(x),
+        "negative_elbo": float(np.mean(recon + kl)),
+        "reconstruction": float(np.mean(recon)),
+        "kl": float(np.mean(kl)),
+        "active_units": count,
+        "latent_dim": model.latent_dim,
+        "posterior_mean_variance": [float(v) for v in variances],
+    }
+    if hasattr(model.posterior, "kl_per_dim_to_standard_normal") and type(model.prior).__name__ == "StandardNormal":
+        out["kl_per_dim"] = [float(v) for v in model.posterior.kl_per_dim_to_standard_normal(params).numpy().mean(0)]
+    recon_x = np.concatenate([model.reconstruct(xb, lb).numpy() for xb, lb in _batches(x, labels, batch_size)])
+    out["reconstruction_mse"] = float(np.mean((recon_x - x) ** 2))
+    if k >= 1:
+        ll = log_likelihood(model, x, labels, k=k, batch_size=batch_size, seed=seed)
+        out.update(k=int(k), log_likelihood=float(np.mean(ll)),
+                   bits_per_dim=float(-np.mean(ll) / (dims * math.log(2))))
+    else:
+        out["bits_per_dim"] = float(out["negative_elbo"] / (dims * math.log(2)))
     return out

@@ -38,6 +38,13 @@ class VAE(keras.Model):
         beta: float >= 0, weight of the KL term.
         num_classes: int or None; if set, the model is conditional on integer
             labels in [0, num_classes).
+        num_samples: int >= 1, samples of z per example in training.
+        objective: 'elbo' (the beta-ELBO, averaged over `num_samples`) or
+            'iwae' (the importance-weighted bound L_k with k = `num_samples`;
+            beta and free bits do not apply to it).
+        free_bits: float >= 0 nats; if > 0, each latent dimension's KL (batch
+            mean) counts at least this much in the loss (diagonal posterior and
+            standard normal prior only).
         seed: int, seeds the reparameterisation noise (with the step number).
 
     Example:
@@ -58,6 +65,9 @@ class VAE(keras.Model):
         prior="standard_normal",
         beta=1.0,
         num_classes=None,
+        num_samples=1,
+        objective="elbo",
+        free_bits=0.0,
         seed=0,
         **kwargs,
     ):
@@ -74,10 +84,24 @@ class VAE(keras.Model):
             raise ValueError(f"beta must be >= 0, got {beta}.")
         if num_classes is not None and int(num_classes) < 2:
             raise ValueError(f"num_classes must be >= 2 (or None), got {num_classes}.")
+        if int(num_samples) < 1:
+            raise ValueError(f"num_samples must be >= 1, got {num_samples}.")
+        if objective not in ("elbo", "iwae"):
+            raise ValueError(f"Unknown objective {objective!r}. Choose 'elbo' or 'iwae'.")
+        if not float(free_bits) >= 0:
+            raise ValueError(f"free_bits must be >= 0, got {free_bits}.")
+        if float(free_bits) > 0 and objective == "iwae":
+            raise ValueError("free_bits applies to the 'elbo' objective, not to 'iwae'.")
+        self.num_samples = int(num_samples)
+        self.objective = objective
+        self.free_bits = float(free_bits)
         self.latent_dim = int(latent_dim)
         self.beta = float(beta)
         self.num_classes = None if num_classes is None else int(num_classes)
         self.seed = int(seed)
+        # The KL weight the step uses: starts at beta; callbacks (KL warm-up) may
+        # change it between steps without retracing. Not a Keras weight: not saved.
+        self.kl_weight = tf.Variable(self.beta, trainable=False, dtype=tf.float32, name="kl_weight")
 
         self.likelihood = distributions.get_likelihood(likelihood)
         self.posterior = distributions.get_posterior(posterior)
@@ -95,6 +119,10 @@ class VAE(keras.Model):
         self.prior = priors.get_prior(prior, self.latent_dim, self.data_shape)
         if self.conditional and isinstance(self.prior, priors.VampPrior):
             raise ValueError("The VampPrior is not supported for a conditional model.")
+        if self.free_bits > 0 and not (isinstance(self.posterior, distributions.DiagonalGaussian)
+                                       and isinstance(self.prior, priors.StandardNormal)):
+            raise ValueError("free_bits needs the 'diagonal' posterior and the 'standard_normal' prior "
+                             "(it floors each dimension's analytic KL).")
 
         self.loss_tracker = keras.metrics.Mean(name="loss")
         self.elbo_tracker = keras.metrics.Mean(name="elbo")
@@ -138,6 +166,9 @@ class VAE(keras.Model):
             prior=ser(self.prior),
             beta=self.beta,
             num_classes=self.num_classes,
+            num_samples=self.num_samples,
+            objective=self.objective,
+            free_bits=self.free_bits,
             seed=self.seed,
         )
         return config
@@ -254,26 +285,46 @@ class VAE(keras.Model):
         start = tf.cast(replica_id, tf.int32) * batch_size
         return eps[start : start + batch_size], replicas
 
-    def compute_terms(self, x, labels=None, seed=(0, 0), training=False):
-        """Per-example (reconstruction, kl) and the number of replicas in sync."""
-        batch_size = tf.shape(x)[0]
+    def log_importance_weights(self, x, labels, eps, training=False):
+        """log p(x|z) + log p(z) - log q(z|x), and its first two terms, at
+        z = g(params, eps) for noise eps [k, B, latent_dim]. Each is [k, B]."""
+        k = tf.shape(eps)[0]
         q_params = self.encode_params(x, labels, training=training)
-        eps, replicas = self.replica_noise(seed, batch_size, [self.latent_dim])
         z = self.posterior.reparameterize(q_params, eps)
-        x_params = self.decode_params(z, labels, training=training)
-        reconstruction, kl = objectives.elbo_terms(
-            x,
-            self.likelihood.distribution(x_params, len(self.data_shape)),
-            self.posterior.distribution(q_params),
-            self.prior.distribution(self),
-            z,
-        )
-        return reconstruction, kl, replicas
+        rep_labels = None if labels is None else tf.tile(tf.reshape(labels, [-1]), [k])
+        x_params = self.decode_params(tf.reshape(z, [-1, self.latent_dim]), rep_labels, training=training)
+        x_params = tf.reshape(x_params, tf.concat([tf.shape(z)[:2], self.param_shape], 0))
+        log_px_z = self.likelihood.distribution(x_params, len(self.data_shape)).log_prob(tf.cast(x, tf.float32))
+        log_pz = self.prior.distribution(self).log_prob(z)
+        log_qz = self.posterior.distribution(q_params).log_prob(z)
+        return log_px_z, log_pz, log_qz, q_params, z
+
+    def compute_terms(self, x, labels=None, seed=(0, 0), training=False):
+        """Per-example (reconstruction, kl, loss) averaged over `num_samples`
+        draws of z, and the number of replicas in sync. `loss` is the
+        objective the step minimises (before the division by the batch)."""
+        batch_size = tf.shape(x)[0]
+        k = self.num_samples
+        eps, replicas = self.replica_noise(seed, batch_size, [k, self.latent_dim])
+        eps = tf.transpose(eps, [1, 0, 2])  # [k, B, d]
+        log_px_z, log_pz, log_qz, q_params, z = self.log_importance_weights(x, labels, eps, training)
+        reconstruction = -tf.reduce_mean(log_px_z, axis=0)
+        try:  # analytic KL where TFP has it
+            kl = objectives.kl_divergence(self.posterior.distribution(q_params), self.prior.distribution(self))
+        except ValueError:
+            kl = tf.reduce_mean(log_qz - log_pz, axis=0)
+        if self.objective == "iwae":
+            loss = -objectives.iwae_bound(log_px_z, log_pz, log_qz)
+        elif self.free_bits > 0:
+            kl_dims = self.posterior.kl_per_dim_to_standard_normal(q_params)
+            loss = reconstruction + self.kl_weight * objectives.free_bits_kl(kl_dims, self.free_bits)
+        else:
+            loss = objectives.beta_vae_loss(reconstruction, kl, self.kl_weight)
+        return reconstruction, kl, loss, replicas
 
     def _step(self, data, seed, training):
         x, labels = self._unpack(data)
-        reconstruction, kl, replicas = self.compute_terms(x, labels, seed, training)
-        per_example = objectives.beta_vae_loss(reconstruction, kl, self.beta)
+        reconstruction, kl, per_example, replicas = self.compute_terms(x, labels, seed, training)
         # Gradients are summed over replicas: divide by the GLOBAL batch size.
         global_batch = tf.cast(tf.shape(x)[0] * replicas, tf.float32)
         loss = tf.reduce_sum(per_example) / global_batch

@@ -46,6 +46,20 @@ def beta_vae_loss(reconstruction, kl, beta=1.0):
     return reconstruction + beta * kl
 
 
+def free_bits_kl(kl_per_dim, floor):
+    """The KL term with free bits (Kingma et al., 2016), per example.
+
+    Each dimension's KL, averaged over the batch, counts at least `floor` nats:
+        sum_j max(floor, mean_batch KL_j)
+    so the optimiser gains nothing by pushing a dimension's KL below the
+    floor (its gradient is zero there), which keeps units from collapsing.
+    kl_per_dim: [B, d]. Returns [B] (the same value for every example).
+    """
+    per_dim = tf.reduce_mean(kl_per_dim, axis=0)
+    total = tf.reduce_sum(tf.maximum(per_dim, floor))
+    return tf.fill(tf.shape(kl_per_dim)[:1], total)
+
+
 def iwae_bound(log_px_z, log_pz, log_qz):
     """The importance-weighted bound (Burda et al., 2016) per example.
 

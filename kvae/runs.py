@@ -271,18 +271,17 @@ def train(cfg, run_dir, force=False, resume=False, verbose=1, log=print):
     return summary
 
 
-def evaluate(run_dir, ds=None, model=None, which="best"):
-    """Test-set metrics of a run's model (negative ELBO etc., nats per example)."""
+def evaluate(run_dir, ds=None, model=None, which="best", k=0, seed=0):
+    """Test-set metrics of a run's model, in nats per example (see
+    `kvae.evaluate.summary`); with k >= 1 also the importance-sampled log p(x)."""
+    from kvae import evaluate as kevaluate
+
     cfg = load_config(run_dir)
     ds = ds or prepare_data(cfg)
     model = model or load_model(run_dir, which)
-    test = kdata.pipeline(ds.test[0], ds.test[1] if model.conditional else None, cfg.batch_size,
-                          shuffle=False)
-    logs = model.evaluate(test, verbose=0, return_dict=True)
-    logs = {k: float(np.mean(v)) for k, v in logs.items()}
-    pixels = math.prod(ds.input_shape)
-    return {
-        "test_elbo": logs["elbo"], "test_reconstruction": logs["reconstruction"], "test_kl": logs["kl"],
-        "test_loss": logs["loss"], "test_bits_per_dim": -logs["elbo"] / (pixels * math.log(2)),
-        "test_examples": len(ds.test[0]), "checkpoint": which,
-    }
+    labels = ds.test[1] if model.conditional else None
+    result = kevaluate.summary(model, ds.test[0], labels, k=k, seed=seed)
+    out = {"checkpoint": which, "test_examples": result.pop("examples"),
+           "test_elbo": -result.pop("negative_elbo")}
+    out.update({f"test_{key}": value for key, value in result.items()})
+    return out

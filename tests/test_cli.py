@@ -128,8 +128,8 @@ def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path, monkeypatch
     real_terms = kvae.VAE.compute_terms
 
     def nan_terms(self, *args, **kwargs):  # the real terms, poisoned
-        reconstruction, kl, replicas = real_terms(self, *args, **kwargs)
-        return reconstruction * float("nan"), kl, replicas
+        reconstruction, kl, loss, replicas = real_terms(self, *args, **kwargs)
+        return reconstruction * float("nan"), kl, loss * float("nan"), replicas
 
     monkeypatch.setattr(kvae.VAE, "compute_terms", nan_terms)
     capsys.readouterr()

@@ -70,7 +70,7 @@ def test_estimate_approaches_log_px_from_below_and_grows_with_k(x):
 def test_k_equal_1_is_the_elbo_in_expectation(x):
     model = linear_gaussian_vae(stddev_scale=2.5)
     tiled = np.tile(x, (200, 1))  # 4,000 draws of each quantity
-    reconstruction, kl, _ = model.compute_terms(tf.constant(tiled), seed=tf.constant([5, 0], tf.int64))
+    reconstruction, kl, _, _ = model.compute_terms(tf.constant(tiled), seed=tf.constant([5, 0], tf.int64))
     elbo = float(np.mean(-(reconstruction.numpy() + kl.numpy())))
     l1 = evaluate.log_likelihood(model, tiled, k=1, batch_size=4000, seed=6).mean()
     # two Monte Carlo means of the same quantity over 4,000 draws each: sd ~0.03
