@@ -50,6 +50,11 @@ def _parser():
     t.add_argument("--posterior", default="diagonal", help="diagonal or full_covariance")
     t.add_argument("--prior", default="standard_normal", help="standard_normal, mixture or vamp")
     t.add_argument("--beta", type=float, default=1.0)
+    t.add_argument("--objective", default="elbo", help="elbo or iwae")
+    t.add_argument("--num-samples", type=_positive_int, default=1, help="samples of z per example (k for iwae)")
+    t.add_argument("--free-bits", type=float, default=0.0, help="per-dimension KL floor in nats (0: off)")
+    t.add_argument("--kl-warmup", type=_positive_int, default=0, help="epochs of KL warm-up (0: off)")
+    t.add_argument("--kl-schedule", default="linear", help="linear or cyclical (cycle length --kl-warmup)")
     t.add_argument("--conditional", action="store_true", help="condition on the dataset's labels")
     t.add_argument("--binarize", default=None,
                    help="none, threshold, static or dynamic (default: dynamic for Bernoulli likelihoods)")

@@ -47,6 +47,11 @@ class TrainConfig:
     posterior: str = "diagonal"
     prior: str = "standard_normal"
     beta: float = 1.0
+    objective: str = "elbo"
+    num_samples: int = 1
+    free_bits: float = 0.0
+    kl_warmup: int = 0  # epochs of KL warm-up (0: none)
+    kl_schedule: str = "linear"
     conditional: bool = False
     epochs: int = 10
     batch_size: int = 128
@@ -61,6 +66,12 @@ class TrainConfig:
             (self.epochs >= 1, f"--epochs must be >= 1, got {self.epochs}"),
             (self.latent_dim >= 1, f"--latent-dim must be >= 1, got {self.latent_dim}"),
             (self.beta >= 0, f"--beta must be >= 0, got {self.beta}"),
+            (self.num_samples >= 1, f"--num-samples must be >= 1, got {self.num_samples}"),
+            (self.free_bits >= 0, f"--free-bits must be >= 0, got {self.free_bits}"),
+            (self.kl_warmup >= 0, f"--kl-warmup must be >= 0, got {self.kl_warmup}"),
+            (self.kl_schedule in ("linear", "cyclical"), "--kl-schedule must be linear or cyclical"),
+            (not (self.kl_warmup and self.objective == "iwae"),
+             "--kl-warmup weights the KL term of the elbo objective; the iwae bound has none"),
             (self.batch_size >= 1, f"--batch-size must be >= 1, got {self.batch_size}"),
             (self.learning_rate > 0, f"--lr must be > 0, got {self.learning_rate}"),
             (self.steps_per_execution >= 1, f"--steps-per-execution must be >= 1, got {self.steps_per_execution}"),
@@ -124,6 +135,7 @@ def build_model(cfg, ds):
         input_shape=ds.input_shape, latent_dim=cfg.latent_dim, encoder=cfg.network,
         decoder=cfg.network, likelihood=cfg.likelihood, posterior=cfg.posterior, prior=cfg.prior,
         beta=cfg.beta, num_classes=ds.num_classes if cfg.conditional else None, seed=cfg.seed,
+        objective=cfg.objective, num_samples=cfg.num_samples, free_bits=cfg.free_bits,
     ), keras.optimizers.Adam(cfg.learning_rate)
 
 
@@ -253,6 +265,8 @@ def train(cfg, run_dir, force=False, resume=False, verbose=1, log=print):
         kcallbacks.ImageGrids(run_dir, fixed, fixed_labels, seed=cfg.seed),
         keras.callbacks.TensorBoard(str(run_dir / "tensorboard")),
     ]
+    if cfg.kl_warmup:
+        cbs.insert(1, kcallbacks.KLWarmup(cfg.kl_warmup, schedule=cfg.kl_schedule))
     start = time.perf_counter()
     model.fit(train_ds, validation_data=val_ds, epochs=cfg.epochs, initial_epoch=state["epochs_done"],
               callbacks=cbs, verbose=verbose, shuffle=False)  # the pipeline shuffles
