@@ -1,4 +1,5 @@
-"""`kvae train | evaluate | sample | reconstruct | export | info`.
+"""`kvae train | evaluate | sample | reconstruct | export | info` and the latent
+tools `interpolate | traverse | latent-map | anomalies | inpaint | denoise`.
 
 Only wiring: arguments in, calls into kvae.runs / kvae.plots, one-line errors
 out (exit code 2 for bad input, no traceback).
@@ -9,6 +10,8 @@ import json
 import os
 import sys
 from pathlib import Path
+
+import numpy as np
 
 EXIT_BAD_INPUT, EXIT_FAILED, EXIT_INTERRUPTED = 2, 1, 130  # FAILED: NaN loss, or an export that failed its check
 
@@ -94,6 +97,36 @@ def _parser():
     x.add_argument("--force", action="store_true", help="replace an existing --out")
     x.add_argument("--model-name", default="kvae", help="TF Serving model name (savedmodel/NAME/VERSION)")
     x.add_argument("--version", type=_positive_int, default=1, dest="model_version")
+
+    li = sub.add_parser("interpolate", help="decoded interpolations between pairs of test images")
+    li.add_argument("run_dir")
+    li.add_argument("--method", default="linear", help="linear or spherical")
+    li.add_argument("--steps", type=_positive_int, default=10)
+    li.add_argument("--pairs", type=_positive_int, default=4)
+    li.add_argument("--out", default="interpolation.png")
+    lt = sub.add_parser("traverse", help="vary each latent dimension around z = 0")
+    lt.add_argument("run_dir")
+    lt.add_argument("--dims", type=_positive_int, nargs="*", default=None, help="latent indices (default all)")
+    lt.add_argument("--out", default="traversal.png")
+    lm = sub.add_parser("latent-map", help="decoded grid over the 2-D latent space (latent_dim = 2)")
+    lm.add_argument("run_dir")
+    lm.add_argument("--n", type=_positive_int, default=15)
+    lm.add_argument("--out", default="latent_map.png")
+    la = sub.add_parser("anomalies", help="-log p(x) of every test image; the most and least anomalous")
+    la.add_argument("run_dir")
+    la.add_argument("--k", type=_positive_int, default=100)
+    la.add_argument("--n", type=_positive_int, default=16)
+    la.add_argument("--out", default="anomalies.png")
+    lp = sub.add_parser("inpaint", help="fill the masked half of test images")
+    lp.add_argument("run_dir")
+    lp.add_argument("--n", type=_positive_int, default=8)
+    lp.add_argument("--missing", default="bottom", help="bottom (lower half) or random (half of the pixels)")
+    lp.add_argument("--out", default="inpainting.png")
+    ld = sub.add_parser("denoise", help="reconstruct test images with flipped or noisy pixels")
+    ld.add_argument("run_dir")
+    ld.add_argument("--n", type=_positive_int, default=8)
+    ld.add_argument("--noise", type=float, default=0.1, help="share of pixels replaced by noise")
+    ld.add_argument("--out", default="denoising.png")
 
     i = sub.add_parser("info", help="what a run directory holds")
     i.add_argument("run_dir")
@@ -213,7 +246,108 @@ def cmd_export(args):
     return 0
 
 
-COMMANDS = {"train": cmd_train, "export": cmd_export, "evaluate": cmd_evaluate, "sample": cmd_sample,
+def _run_model_and_test(run_dir, n=None):
+    from kvae import runs
+
+    cfg = runs.load_config(run_dir)
+    model = runs.load_model(run_dir)
+    ds = runs.prepare_data(cfg)
+    x, y = ds.test
+    y = y if model.conditional else None
+    if n is not None:
+        x, y = x[:n], (None if y is None else y[:n])
+    return model, x, y
+
+
+def _wrote(path):
+    print(f"wrote {path}")
+    return 0
+
+
+def cmd_interpolate(args):
+    from kvae import evaluate, plots
+
+    model, x, y = _run_model_and_test(args.run_dir, 2 * args.pairs)
+    rows = [evaluate.interpolate(model, x[2 * i], x[2 * i + 1], args.steps, args.method,
+                                 None if y is None else y[2 * i]) for i in range(min(args.pairs, len(x) // 2))]
+    plots.save_grid(np.concatenate(rows), args.out, columns=args.steps,
+                    title=f"{args.method} interpolation between pairs of test images")
+    return _wrote(args.out)
+
+
+def cmd_traverse(args):
+    from kvae import evaluate, plots
+
+    model, _, _ = _run_model_and_test(args.run_dir, 1)
+    if model.conditional:
+        raise ValueError("traverse draws no label: use an unconditional run")
+    images = evaluate.traverse(model, args.dims)
+    plots.save_grid(images.reshape((-1,) + images.shape[2:]), args.out, columns=images.shape[1],
+                    title="one row per latent dimension, z_j from -3 to 3")
+    return _wrote(args.out)
+
+
+def cmd_latent_map(args):
+    from kvae import evaluate, plots, runs
+
+    model = runs.load_model(args.run_dir)
+    plots.save_grid(evaluate.latent_map(model, args.n), args.out, columns=args.n,
+                    title="decoded z over [-3, 3]^2")
+    return _wrote(args.out)
+
+
+def cmd_anomalies(args):
+    from kvae import callbacks, evaluate, plots
+
+    model, x, y = _run_model_and_test(args.run_dir)
+    scores = evaluate.anomaly_scores(model, x, y, k=args.k)
+    order = np.argsort(scores)
+    n = min(args.n, len(x) // 2)
+    plots.save_grid(np.concatenate([x[order[::-1][:n]], x[order[:n]]]), args.out, columns=n,
+                    title=f"top: {n} most anomalous test images (-log p(x)); bottom: {n} least")
+    path = Path(args.out).with_suffix(".json")
+    callbacks.write_json(path, {"k": args.k, "scores": [float(v) for v in scores],
+                                "most_anomalous": [int(i) for i in order[::-1][:n]]})
+    print(f"-log p(x): median {np.median(scores):.2f}, max {scores.max():.2f} (test image {order[-1]}); "
+          f"scores in {path}")
+    return _wrote(args.out)
+
+
+def cmd_inpaint(args):
+    from kvae import evaluate, plots
+
+    model, x, y = _run_model_and_test(args.run_dir, args.n)
+    if args.missing == "bottom":
+        mask = np.ones_like(x)
+        mask[:, x.shape[1] // 2:] = 0
+    elif args.missing == "random":
+        mask = (np.random.default_rng(0).uniform(size=x.shape) < 0.5).astype(np.float32)
+    else:
+        raise ValueError(f"--missing must be bottom or random, got {args.missing!r}")
+    filled = evaluate.inpaint(model, x, mask, labels=y)
+    shown = x * mask + 0.5 * (1 - mask)
+    plots.save_grid(np.concatenate([x, shown, filled]), args.out, columns=len(x),
+                    title="rows: original, with missing pixels (grey), inpainted")
+    return _wrote(args.out)
+
+
+def cmd_denoise(args):
+    from kvae import evaluate, plots
+
+    if not 0 <= args.noise <= 1:
+        raise ValueError(f"--noise must be in [0, 1], got {args.noise}")
+    model, x, y = _run_model_and_test(args.run_dir, args.n)
+    rng = np.random.default_rng(0)
+    corrupt = rng.uniform(size=x.shape) < args.noise
+    noisy = np.where(corrupt, rng.uniform(size=x.shape) > 0.5, x).astype(np.float32)
+    plots.save_grid(np.concatenate([x, noisy, evaluate.denoise(model, noisy, y)]), args.out, columns=len(x),
+                    title=f"rows: original, {args.noise:.0%} of pixels replaced by noise, denoised")
+    return _wrote(args.out)
+
+
+COMMANDS = {"train": cmd_train, "export": cmd_export, "interpolate": cmd_interpolate, "traverse": cmd_traverse,
+            "latent-map": cmd_latent_map, "anomalies": cmd_anomalies, "inpaint": cmd_inpaint,
+            "denoise": cmd_denoise, "evaluate": cmd_evaluate, "sample": cmd_sample,
             "reconstruct": cmd_reconstruct, "info": cmd_info}
 
 

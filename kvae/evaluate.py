@@ -111,3 +111,94 @@ def summary(model, x, labels=None, k=100, batch_size=256, seed=0):
     else:
         out["bits_per_dim"] = float(out["negative_elbo"] / (dims * math.log(2)))
     return out
+
+
+# ---------------------------------------------------------------- latent tools
+def _mean_z(model, x, labels=None):
+    return model.encode(np.asarray(x, np.float32), labels)[0].numpy()
+
+
+def slerp(z_a, z_b, t):
+    """Spherical interpolation between two vectors (linear when they are parallel)."""
+    na, nb = np.linalg.norm(z_a), np.linalg.norm(z_b)
+    cos = np.clip(np.dot(z_a, z_b) / max(na * nb, 1e-12), -1.0, 1.0)
+    omega = np.arccos(cos)
+    if omega < 1e-6:
+        return (1 - t) * z_a + t * z_b
+    return (np.sin((1 - t) * omega) * z_a + np.sin(t * omega) * z_b) / np.sin(omega)
+
+
+def interpolate(model, x_a, x_b, steps=8, method="linear", labels=None):
+    """Decoded points between the posterior means of two inputs: [steps, *shape].
+    `method`: 'linear' or 'spherical'."""
+    if int(steps) < 2:
+        raise ValueError(f"steps must be >= 2, got {steps}.")
+    if method not in ("linear", "spherical"):
+        raise ValueError(f"Unknown interpolation {method!r}: 'linear' or 'spherical'.")
+    lab = None if labels is None else np.asarray(labels, np.int32).reshape(1)
+    z_a, z_b = _mean_z(model, np.asarray(x_a)[None], lab)[0], _mean_z(model, np.asarray(x_b)[None], lab)[0]
+    ts = np.linspace(0.0, 1.0, int(steps))
+    if method == "linear":
+        z = np.stack([(1 - t) * z_a + t * z_b for t in ts])
+    else:
+        z = np.stack([slerp(z_a, z_b, t) for t in ts])
+    return model.decode(z.astype(np.float32), None if lab is None else np.repeat(lab, len(ts))).numpy()
+
+
+def traverse(model, dims=None, values=(-3, -2, -1, 0, 1, 2, 3), x=None, labels=None):
+    """Vary one latent dimension at a time around a base point (the posterior
+    mean of `x`, else 0): images [len(dims), len(values), *shape]."""
+    dims = list(range(model.latent_dim)) if dims is None else [int(d) for d in dims]
+    bad = [d for d in dims if not 0 <= d < model.latent_dim]
+    if bad:
+        raise ValueError(f"Latent index {bad[0]} is out of range for latent_dim={model.latent_dim}.")
+    base = np.zeros(model.latent_dim, np.float32) if x is None else _mean_z(
+        model, np.asarray(x)[None], None if labels is None else np.asarray(labels).reshape(1))[0]
+    z = np.repeat(base[None], len(dims) * len(values), axis=0)
+    for i, d in enumerate(dims):
+        z[i * len(values):(i + 1) * len(values), d] = values
+    lab = None if labels is None else np.full(len(z), int(np.asarray(labels).reshape(-1)[0]), np.int32)
+    out = model.decode(z, lab).numpy()
+    return out.reshape((len(dims), len(values)) + out.shape[1:])
+
+
+def latent_map(model, n=15, span=3.0, labels=None):
+    """For latent_dim = 2: decoded images on an n x n grid of z in [-span, span]^2."""
+    if model.latent_dim != 2:
+        raise ValueError(f"The latent map needs latent_dim = 2; this model has {model.latent_dim}.")
+    axis = np.linspace(-span, span, int(n))
+    z = np.array([[a, b] for b in axis[::-1] for a in axis], np.float32)
+    lab = None if labels is None else np.full(len(z), int(labels), np.int32)
+    return model.decode(z, lab).numpy()
+
+
+def anomaly_scores(model, x, labels=None, k=100, seed=0):
+    """-log p(x) per input (importance-sampled with k samples): higher is more anomalous."""
+    return -log_likelihood(model, x, labels, k=k, seed=seed)
+
+
+def _check_same_shape(x, other, what):
+    if np.shape(other) != np.shape(x):
+        raise ValueError(f"The {what} has shape {np.shape(other)} but the inputs have shape {np.shape(x)}.")
+
+
+def denoise(model, x_noisy, labels=None):
+    """The reconstruction of corrupted inputs (the posterior mean decoded)."""
+    return model.reconstruct(np.asarray(x_noisy, np.float32), labels).numpy()
+
+
+def inpaint(model, x, mask, iterations=20, labels=None):
+    """Fill the missing pixels (mask == 0) by iterating encode/decode on them
+    while keeping the observed ones (mask == 1), as in Rezende et al. (2014):
+    start from 0.5, then x_missing <- reconstruct(x)_missing, `iterations` times."""
+    x = np.asarray(x, np.float32)
+    mask = np.asarray(mask, np.float32)
+    _check_same_shape(x, mask, "mask")
+    if not np.isin(mask, (0.0, 1.0)).all():
+        raise ValueError("The mask must hold only 0 (missing) and 1 (observed).")
+    if int(iterations) < 1:
+        raise ValueError(f"iterations must be >= 1, got {iterations}.")
+    filled = x * mask + 0.5 * (1 - mask)
+    for _ in range(int(iterations)):
+        filled = x * mask + model.reconstruct(filled, labels).numpy() * (1 - mask)
+    return filled

@@ -56,7 +56,7 @@ def save_grid(images, path, title=None, columns=None):
     """Save a grid of images in [0, 1] as a PNG."""
     plt = _pyplot()
     canvas = grid_image(images, columns)
-    scale = max(2.0, min(10.0, canvas.shape[1] / 30))
+    scale = max(4.0, min(12.0, canvas.shape[1] / 12))  # inches: small images are enlarged
     fig, ax = plt.subplots(figsize=(scale, scale * canvas.shape[0] / canvas.shape[1] + (0.4 if title else 0)))
     ax.imshow(canvas, cmap="gray", vmin=0, vmax=1, interpolation="nearest")
     ax.axis("off")
