@@ -155,3 +155,28 @@ class KLWarmup(keras.callbacks.Callback):
     def on_epoch_end(self, epoch, logs=None):
         if logs is not None:
             logs["kl_weight"] = float(self.model.kl_weight.numpy())
+
+
+class CapacityAnnealing(keras.callbacks.Callback):
+    """Raise the KL capacity C linearly from 0 to `max_capacity` nats over
+    `epochs` epochs (Burgess et al., 2018), for a model with capacity_gamma > 0:
+    C = max_capacity * min(1, epoch / epochs) at the start of each epoch."""
+
+    def __init__(self, max_capacity, epochs):
+        super().__init__()
+        if not max_capacity >= 0 or int(epochs) < 1:
+            raise ValueError(f"CapacityAnnealing needs max_capacity >= 0 and epochs >= 1, "
+                             f"got {max_capacity} and {epochs}.")
+        self.max_capacity, self.epochs = float(max_capacity), int(epochs)
+
+    def capacity(self, epoch):
+        return self.max_capacity * min(1.0, epoch / self.epochs)
+
+    def on_epoch_begin(self, epoch, logs=None):
+        if not self.model.capacity_gamma > 0:
+            raise ValueError("CapacityAnnealing needs a model built with capacity_gamma > 0.")
+        self.model.kl_capacity.assign(self.capacity(epoch))
+
+    def on_epoch_end(self, epoch, logs=None):
+        if logs is not None:
+            logs["kl_capacity"] = float(self.model.kl_capacity.numpy())

@@ -58,6 +58,10 @@ def _parser():
     t.add_argument("--free-bits", type=float, default=0.0, help="per-dimension KL floor in nats (0: off)")
     t.add_argument("--kl-warmup", type=_positive_int, default=0, help="epochs of KL warm-up (0: off)")
     t.add_argument("--kl-schedule", default="linear", help="linear or cyclical (cycle length --kl-warmup)")
+    t.add_argument("--capacity-gamma", type=float, default=0.0,
+                   help="> 0: loss = reconstruction + gamma |KL - C| (Burgess et al. 2018)")
+    t.add_argument("--max-capacity", type=float, default=25.0,
+                   help="C rises linearly to this (nats) over --kl-warmup epochs, or half the epochs")
     t.add_argument("--conditional", action="store_true", help="condition on the dataset's labels")
     t.add_argument("--binarize", default=None,
                    help="none, threshold, static or dynamic (default: dynamic for Bernoulli likelihoods)")

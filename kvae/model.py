@@ -45,6 +45,9 @@ class VAE(keras.Model):
         free_bits: float >= 0 nats; if > 0, each latent dimension's KL (batch
             mean) counts at least this much in the loss (diagonal posterior and
             standard normal prior only).
+        capacity_gamma: float >= 0; if > 0, the KL term is
+            capacity_gamma * |KL - C| (Burgess et al., 2018) with the capacity C
+            in `model.kl_capacity` (0 at first; `CapacityAnnealing` raises it).
         seed: int, seeds the reparameterisation noise (with the step number).
 
     Example:
@@ -68,6 +71,7 @@ class VAE(keras.Model):
         num_samples=1,
         objective="elbo",
         free_bits=0.0,
+        capacity_gamma=0.0,
         seed=0,
         **kwargs,
     ):
@@ -92,9 +96,16 @@ class VAE(keras.Model):
             raise ValueError(f"free_bits must be >= 0, got {free_bits}.")
         if float(free_bits) > 0 and objective == "iwae":
             raise ValueError("free_bits applies to the 'elbo' objective, not to 'iwae'.")
+        if not float(capacity_gamma) >= 0:
+            raise ValueError(f"capacity_gamma must be >= 0, got {capacity_gamma}.")
+        if float(capacity_gamma) > 0 and (objective == "iwae" or float(free_bits) > 0):
+            raise ValueError("capacity_gamma replaces the KL term of the 'elbo' objective: "
+                             "it cannot be combined with 'iwae' or free_bits.")
         self.num_samples = int(num_samples)
         self.objective = objective
         self.free_bits = float(free_bits)
+        self.capacity_gamma = float(capacity_gamma)
+        self.kl_capacity = tf.Variable(0.0, trainable=False, dtype=tf.float32, name="kl_capacity")
         self.latent_dim = int(latent_dim)
         self.beta = float(beta)
         self.num_classes = None if num_classes is None else int(num_classes)
@@ -169,6 +180,7 @@ class VAE(keras.Model):
             num_samples=self.num_samples,
             objective=self.objective,
             free_bits=self.free_bits,
+            capacity_gamma=self.capacity_gamma,
             seed=self.seed,
         )
         return config
@@ -315,6 +327,8 @@ class VAE(keras.Model):
             kl = tf.reduce_mean(log_qz - log_pz, axis=0)
         if self.objective == "iwae":
             loss = -objectives.iwae_bound(log_px_z, log_pz, log_qz)
+        elif self.capacity_gamma > 0:
+            loss = reconstruction + objectives.capacity_kl(kl, self.kl_capacity, self.capacity_gamma)
         elif self.free_bits > 0:
             kl_dims = self.posterior.kl_per_dim_to_standard_normal(q_params)
             loss = reconstruction + self.kl_weight * objectives.free_bits_kl(kl_dims, self.free_bits)

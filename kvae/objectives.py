@@ -73,3 +73,12 @@ def iwae_bound(log_px_z, log_pz, log_qz):
     log_w = tf.cast(log_px_z, tf.float32) + tf.cast(log_pz, tf.float32) - tf.cast(log_qz, tf.float32)
     k = tf.cast(tf.shape(log_w)[0], tf.float32)
     return tf.reduce_logsumexp(log_w, axis=0) - tf.math.log(k)
+
+
+def capacity_kl(kl, capacity, gamma):
+    """The KL term of Burgess et al. (2018), per example: gamma * |mean_batch KL - C|.
+
+    The KL is pushed towards a capacity C (nats) that a schedule raises during
+    training, instead of towards 0. kl: [B]. Returns [B] (the same value)."""
+    term = gamma * tf.abs(tf.reduce_mean(kl) - capacity)
+    return tf.fill(tf.shape(kl), term)

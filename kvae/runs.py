@@ -52,6 +52,8 @@ class TrainConfig:
     free_bits: float = 0.0
     kl_warmup: int = 0  # epochs of KL warm-up (0: none)
     kl_schedule: str = "linear"
+    capacity_gamma: float = 0.0  # > 0: Burgess et al. capacity objective
+    max_capacity: float = 25.0  # nats, reached after --kl-warmup epochs (or half the epochs)
     conditional: bool = False
     epochs: int = 10
     batch_size: int = 128
@@ -70,6 +72,8 @@ class TrainConfig:
             (self.free_bits >= 0, f"--free-bits must be >= 0, got {self.free_bits}"),
             (self.kl_warmup >= 0, f"--kl-warmup must be >= 0, got {self.kl_warmup}"),
             (self.kl_schedule in ("linear", "cyclical"), "--kl-schedule must be linear or cyclical"),
+            (self.capacity_gamma >= 0, f"--capacity-gamma must be >= 0, got {self.capacity_gamma}"),
+            (self.max_capacity >= 0, f"--max-capacity must be >= 0, got {self.max_capacity}"),
             (not (self.kl_warmup and self.objective == "iwae"),
              "--kl-warmup weights the KL term of the elbo objective; the iwae bound has none"),
             (self.batch_size >= 1, f"--batch-size must be >= 1, got {self.batch_size}"),
@@ -136,6 +140,7 @@ def build_model(cfg, ds):
         decoder=cfg.network, likelihood=cfg.likelihood, posterior=cfg.posterior, prior=cfg.prior,
         beta=cfg.beta, num_classes=ds.num_classes if cfg.conditional else None, seed=cfg.seed,
         objective=cfg.objective, num_samples=cfg.num_samples, free_bits=cfg.free_bits,
+        capacity_gamma=cfg.capacity_gamma,
     ), keras.optimizers.Adam(cfg.learning_rate)
 
 
@@ -265,7 +270,10 @@ def train(cfg, run_dir, force=False, resume=False, verbose=1, log=print):
         kcallbacks.ImageGrids(run_dir, fixed, fixed_labels, seed=cfg.seed),
         keras.callbacks.TensorBoard(str(run_dir / "tensorboard")),
     ]
-    if cfg.kl_warmup:
+    if cfg.capacity_gamma > 0:
+        ramp = cfg.kl_warmup or max(1, cfg.epochs // 2)
+        cbs.insert(1, kcallbacks.CapacityAnnealing(cfg.max_capacity, ramp))
+    elif cfg.kl_warmup:
         cbs.insert(1, kcallbacks.KLWarmup(cfg.kl_warmup, schedule=cfg.kl_schedule))
     start = time.perf_counter()
     model.fit(train_ds, validation_data=val_ds, epochs=cfg.epochs, initial_epoch=state["epochs_done"],

@@ -159,3 +159,28 @@ def test_cli_kl_warmup_and_iwae(tmp_path, capsys):
     assert cli.main(["train", "--dataset", "digits", "--out", str(tmp_path / "x"), "--objective", "iwae",
                      "--kl-warmup", "2"]) == cli.EXIT_BAD_INPUT
     assert "the iwae bound has none" in capsys.readouterr().err
+
+
+def test_capacity_objective_and_annealing(digits):
+    x = tf.constant(digits[0][:64])
+    model = small(capacity_gamma=10.0)
+    reconstruction, kl, loss, _ = model.compute_terms(x, seed=SEED)
+    np.testing.assert_allclose((loss - reconstruction).numpy(), 10.0 * abs(kl.numpy().mean() - 0.0), rtol=1e-5)
+    model.kl_capacity.assign(5.0)
+    _, _, loss5, _ = model.compute_terms(x, seed=SEED)
+    np.testing.assert_allclose((loss5 - reconstruction).numpy(), 10.0 * abs(kl.numpy().mean() - 5.0), rtol=1e-5)
+
+    final_kl = {}
+    for max_capacity in (0.0, 6.0):
+        keras.utils.set_random_seed(0)
+        model = small(capacity_gamma=10.0)
+        model.compile(optimizer=keras.optimizers.Adam(3e-3))
+        history = model.fit(digits[0], epochs=4, batch_size=64, verbose=0,
+                            callbacks=[callbacks.CapacityAnnealing(max_capacity, epochs=3)])
+        final_kl[max_capacity] = history.history["kl"][-1]
+    np.testing.assert_allclose(history.history["kl_capacity"], [0.0, 2.0, 4.0, 6.0])
+    # the KL follows the capacity it is given: near 6 nats, against near 0 with C = 0
+    print("capacity final kl", final_kl)
+    assert final_kl[6.0] > final_kl[0.0] + 3.0, final_kl
+    with pytest.raises(ValueError, match="cannot be combined"):
+        small(capacity_gamma=1.0, free_bits=0.5)
