@@ -23,7 +23,8 @@ class _Parser(argparse.ArgumentParser):
         self.exit(EXIT_BAD_INPUT, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
-def _positive_int(text):
+def _int(text):
+    """An integer (range checks happen where the value is used, with their own message)."""
     try:
         return int(text)
     except ValueError:
@@ -45,18 +46,18 @@ def _parser():
     t.add_argument("--out", help="run directory to create")
     t.add_argument("--resume", metavar="RUN_DIR", help="continue this run from its last finished epoch")
     t.add_argument("--force", action="store_true", help="replace an existing run in --out")
-    t.add_argument("--epochs", type=_positive_int, default=None, help="epochs in total (default 10)")
+    t.add_argument("--epochs", type=_int, default=None, help="epochs in total (default 10)")
     t.add_argument("--network", default="mlp", choices=["mlp", "conv"])
-    t.add_argument("--latent-dim", type=_positive_int, default=16)
+    t.add_argument("--latent-dim", type=_int, default=16)
     t.add_argument("--likelihood", default="bernoulli",
                    help="bernoulli, continuous_bernoulli, gaussian, gaussian_learned")
     t.add_argument("--posterior", default="diagonal", help="diagonal or full_covariance")
     t.add_argument("--prior", default="standard_normal", help="standard_normal, mixture or vamp")
     t.add_argument("--beta", type=float, default=1.0)
     t.add_argument("--objective", default="elbo", help="elbo or iwae")
-    t.add_argument("--num-samples", type=_positive_int, default=1, help="samples of z per example (k for iwae)")
+    t.add_argument("--num-samples", type=_int, default=1, help="samples of z per example (k for iwae)")
     t.add_argument("--free-bits", type=float, default=0.0, help="per-dimension KL floor in nats (0: off)")
-    t.add_argument("--kl-warmup", type=_positive_int, default=0, help="epochs of KL warm-up (0: off)")
+    t.add_argument("--kl-warmup", type=_int, default=0, help="epochs of KL warm-up (0: off)")
     t.add_argument("--kl-schedule", default="linear", help="linear or cyclical (cycle length --kl-warmup)")
     t.add_argument("--capacity-gamma", type=float, default=0.0,
                    help="> 0: loss = reconstruction + gamma |KL - C| (Burgess et al. 2018)")
@@ -65,31 +66,31 @@ def _parser():
     t.add_argument("--conditional", action="store_true", help="condition on the dataset's labels")
     t.add_argument("--binarize", default=None,
                    help="none, threshold, static or dynamic (default: dynamic for Bernoulli likelihoods)")
-    t.add_argument("--batch-size", type=_positive_int, default=128)
+    t.add_argument("--batch-size", type=_int, default=128)
     t.add_argument("--lr", type=float, default=1e-3, dest="learning_rate")
     t.add_argument("--mixed-precision", default="none", help="none, mixed_float16 (GPU) or mixed_bfloat16")
     t.add_argument("--strategy", default="none", help="none, mirrored or multiworker (reads TF_CONFIG)")
-    t.add_argument("--steps-per-execution", type=_positive_int, default=32)
-    t.add_argument("--seed", type=_positive_int, default=0)
+    t.add_argument("--steps-per-execution", type=_int, default=32)
+    t.add_argument("--seed", type=_int, default=0)
     t.add_argument("--quiet", action="store_true", help="no progress bar")
 
     e = sub.add_parser("evaluate", help="test-set metrics of a run")
     e.add_argument("run_dir")
     e.add_argument("--checkpoint", default="best", choices=["best", "last"])
-    e.add_argument("--k", type=_positive_int, default=100,
+    e.add_argument("--k", type=_int, default=100,
                    help="importance samples for log p(x) (0: ELBO only; up to 5000)")
-    e.add_argument("--seed", type=_positive_int, default=0)
+    e.add_argument("--seed", type=_int, default=0)
 
     s = sub.add_parser("sample", help="a grid of samples from the prior")
     s.add_argument("run_dir")
-    s.add_argument("--n", type=_positive_int, default=64)
-    s.add_argument("--seed", type=_positive_int, default=0)
-    s.add_argument("--label", type=_positive_int, default=None, help="class to draw (conditional runs)")
+    s.add_argument("--n", type=_int, default=64)
+    s.add_argument("--seed", type=_int, default=0)
+    s.add_argument("--label", type=_int, default=None, help="class to draw (conditional runs)")
     s.add_argument("--out", default="samples.png")
 
     r = sub.add_parser("reconstruct", help="test inputs next to their reconstructions")
     r.add_argument("run_dir")
-    r.add_argument("--n", type=_positive_int, default=16)
+    r.add_argument("--n", type=_int, default=16)
     r.add_argument("--out", default="reconstructions.png")
 
     x = sub.add_parser("export", help="export the decoder: SavedModel, TFLite, ONNX, each verified")
@@ -100,35 +101,35 @@ def _parser():
     x.add_argument("--out", required=True, help="directory to create")
     x.add_argument("--force", action="store_true", help="replace an existing --out")
     x.add_argument("--model-name", default="kvae", help="TF Serving model name (savedmodel/NAME/VERSION)")
-    x.add_argument("--version", type=_positive_int, default=1, dest="model_version")
+    x.add_argument("--version", type=_int, default=1, dest="model_version")
 
     li = sub.add_parser("interpolate", help="decoded interpolations between pairs of test images")
     li.add_argument("run_dir")
     li.add_argument("--method", default="linear", help="linear or spherical")
-    li.add_argument("--steps", type=_positive_int, default=10)
-    li.add_argument("--pairs", type=_positive_int, default=4)
+    li.add_argument("--steps", type=_int, default=10)
+    li.add_argument("--pairs", type=_int, default=4)
     li.add_argument("--out", default="interpolation.png")
     lt = sub.add_parser("traverse", help="vary each latent dimension around z = 0")
     lt.add_argument("run_dir")
-    lt.add_argument("--dims", type=_positive_int, nargs="*", default=None, help="latent indices (default all)")
+    lt.add_argument("--dims", type=_int, nargs="*", default=None, help="latent indices (default all)")
     lt.add_argument("--out", default="traversal.png")
     lm = sub.add_parser("latent-map", help="decoded grid over the 2-D latent space (latent_dim = 2)")
     lm.add_argument("run_dir")
-    lm.add_argument("--n", type=_positive_int, default=15)
+    lm.add_argument("--n", type=_int, default=15)
     lm.add_argument("--out", default="latent_map.png")
     la = sub.add_parser("anomalies", help="-log p(x) of every test image; the most and least anomalous")
     la.add_argument("run_dir")
-    la.add_argument("--k", type=_positive_int, default=100)
-    la.add_argument("--n", type=_positive_int, default=16)
+    la.add_argument("--k", type=_int, default=100)
+    la.add_argument("--n", type=_int, default=16)
     la.add_argument("--out", default="anomalies.png")
     lp = sub.add_parser("inpaint", help="fill the masked half of test images")
     lp.add_argument("run_dir")
-    lp.add_argument("--n", type=_positive_int, default=8)
+    lp.add_argument("--n", type=_int, default=8)
     lp.add_argument("--missing", default="bottom", help="bottom (lower half) or random (half of the pixels)")
     lp.add_argument("--out", default="inpainting.png")
     ld = sub.add_parser("denoise", help="reconstruct test images with flipped or noisy pixels")
     ld.add_argument("run_dir")
-    ld.add_argument("--n", type=_positive_int, default=8)
+    ld.add_argument("--n", type=_int, default=8)
     ld.add_argument("--noise", type=float, default=0.1, help="share of pixels replaced by noise")
     ld.add_argument("--out", default="denoising.png")
 
@@ -204,13 +205,10 @@ def cmd_sample(args):
 
 
 def cmd_reconstruct(args):
-    from kvae import plots, runs
+    from kvae import plots
 
-    cfg = runs.load_config(args.run_dir)
-    model = runs.load_model(args.run_dir)
-    ds = runs.prepare_data(cfg)
-    x, y = ds.test[0][: args.n], ds.test[1]
-    recon = model.reconstruct(x, y[: args.n] if model.conditional else None).numpy()
+    model, x, y = _run_model_and_test(args.run_dir, args.n)
+    recon = model.reconstruct(x, y).numpy()
     plots.save_pairs(x, recon, args.out, title="test inputs (odd rows) and reconstructions")
     print(f"wrote {args.out}")
     return 0

@@ -11,15 +11,20 @@ import kvae
 from kvae import cli, evaluate
 
 
-@pytest.fixture(scope="module")
-def trained(digits):
-    x, _ = digits
+def train_on_digits(x, latent_dim):
+    """An MLP VAE trained on the first 1,500 digits."""
     keras.utils.set_random_seed(0)
-    model = kvae.VAE(input_shape=(8, 8, 1), latent_dim=2, encoder=kvae.networks.mlp([128]),
+    model = kvae.VAE(input_shape=(8, 8, 1), latent_dim=latent_dim, encoder=kvae.networks.mlp([128]),
                      decoder=kvae.networks.mlp([128]))
     model.compile(optimizer=keras.optimizers.Adam(2e-3))
     model.fit(x[:1500], epochs=25, batch_size=64, verbose=0)
-    return model, x[1500:]
+    return model
+
+
+@pytest.fixture(scope="module")
+def trained(digits):
+    x, _ = digits
+    return train_on_digits(x, 2), x[1500:]
 
 
 @pytest.mark.parametrize("method", ["linear", "spherical"])
@@ -72,11 +77,7 @@ def test_denoising_repairs_heavily_corrupted_digits(digits):
     # thresholded reconstructions are measurably closer to the clean digits
     # (measured: 15.6% wrong pixels against 24.7% in the input).
     x, _ = digits
-    keras.utils.set_random_seed(0)
-    model = kvae.VAE(input_shape=(8, 8, 1), latent_dim=8, encoder=kvae.networks.mlp([128]),
-                     decoder=kvae.networks.mlp([128]))
-    model.compile(optimizer=keras.optimizers.Adam(2e-3))
-    model.fit(x[:1500], epochs=25, batch_size=64, verbose=0)
+    model = train_on_digits(x, 8)
     clean = x[1500:1600]
     flip = np.random.default_rng(1).uniform(size=clean.shape) < 0.25
     noisy = np.where(flip, 1 - clean, clean).astype("float32")
