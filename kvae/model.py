@@ -297,17 +297,19 @@ class VAE(keras.Model):
         start = tf.cast(replica_id, tf.int32) * batch_size
         return eps[start : start + batch_size], replicas
 
-    def log_importance_weights(self, x, labels, eps, training=False):
-        """log p(x|z) + log p(z) - log q(z|x), and its first two terms, at
-        z = g(params, eps) for noise eps [k, B, latent_dim]. Each is [k, B]."""
+    def log_importance_weights(self, x, labels, eps, training=False, prior=None):
+        """log p(x|z), log p(z) and log q(z|x) (each [k, B]) at z = g(params, eps)
+        for noise eps [k, B, latent_dim]; also the posterior parameters and z.
+        `prior`: the prior distribution if the caller has built it already."""
         k = tf.shape(eps)[0]
+        prior = self.prior.distribution(self) if prior is None else prior
         q_params = self.encode_params(x, labels, training=training)
         z = self.posterior.reparameterize(q_params, eps)
         rep_labels = None if labels is None else tf.tile(tf.reshape(labels, [-1]), [k])
         x_params = self.decode_params(tf.reshape(z, [-1, self.latent_dim]), rep_labels, training=training)
         x_params = tf.reshape(x_params, tf.concat([tf.shape(z)[:2], self.param_shape], 0))
         log_px_z = self.likelihood.distribution(x_params, len(self.data_shape)).log_prob(tf.cast(x, tf.float32))
-        log_pz = self.prior.distribution(self).log_prob(z)
+        log_pz = prior.log_prob(z)
         log_qz = self.posterior.distribution(q_params).log_prob(z)
         return log_px_z, log_pz, log_qz, q_params, z
 
@@ -319,10 +321,11 @@ class VAE(keras.Model):
         k = self.num_samples
         eps, replicas = self.replica_noise(seed, batch_size, [k, self.latent_dim])
         eps = tf.transpose(eps, [1, 0, 2])  # [k, B, d]
-        log_px_z, log_pz, log_qz, q_params, z = self.log_importance_weights(x, labels, eps, training)
+        prior = self.prior.distribution(self)  # once: the VampPrior encodes its pseudo-inputs here
+        log_px_z, log_pz, log_qz, q_params, z = self.log_importance_weights(x, labels, eps, training, prior)
         reconstruction = -tf.reduce_mean(log_px_z, axis=0)
         try:  # analytic KL where TFP has it
-            kl = objectives.kl_divergence(self.posterior.distribution(q_params), self.prior.distribution(self))
+            kl = objectives.kl_divergence(self.posterior.distribution(q_params), prior)
         except ValueError:
             kl = tf.reduce_mean(log_qz - log_pz, axis=0)
         if self.objective == "iwae":
