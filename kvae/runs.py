@@ -21,8 +21,6 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-import numpy as np
-
 from kvae import callbacks as kcallbacks
 from kvae import data as kdata
 

@@ -14,7 +14,7 @@ import pytest
 from PIL import Image
 
 import kvae
-from kvae import callbacks, cli, plots, runs
+from kvae import callbacks, cli, plots
 
 KVAE = str(Path(sys.executable).parent / "kvae")
 SMALL = ["--dataset", "digits", "--latent-dim", "4", "--quiet"]
