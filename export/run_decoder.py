@@ -7,6 +7,7 @@ image grid. Needs only numpy plus ai-edge-litert (for .tflite) or onnxruntime
 """
 
 import argparse
+import json
 import struct
 import sys
 import zlib
@@ -78,6 +79,22 @@ def write_png(path, image, scale=4):
                            + chunk(b"IEND", b""))
 
 
+def prior_name(model_path):
+    """The prior named in the export's metadata.json (beside tflite/ and onnx/), if any."""
+    meta = Path(model_path).resolve().parent.parent / "metadata.json"
+    return json.loads(meta.read_text()).get("prior") if meta.exists() else None
+
+
+def draw_latents(n, latent_dim, seed, prior=None):
+    """z ~ N(0, I), or uniform on the unit sphere for a hyperspherical model
+    (prior 'SphericalUniform'). Mixture and VampPrior models: draw from their
+    prior with the SavedModel's `sample` signature instead."""
+    z = np.random.default_rng(seed).standard_normal((n, latent_dim)).astype(np.float32)
+    if prior == "SphericalUniform":
+        z /= np.linalg.norm(z, axis=1, keepdims=True)
+    return z
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("model", help="decoder_*.tflite or decoder.onnx from `kvae export`")
@@ -89,7 +106,7 @@ def main(argv=None):
     if args.n < 1:
         parser.error("--n must be >= 1")
     decoder = Decoder(args.model)
-    z = np.random.default_rng(args.seed).standard_normal((args.n, decoder.latent_dim)).astype(np.float32)
+    z = draw_latents(args.n, decoder.latent_dim, args.seed, prior_name(decoder.path))
     images = decoder.decode(z, args.label)
     if images.ndim == 2:  # vector data: show square images if it can
         side = int(np.sqrt(images.shape[1]))

@@ -51,8 +51,8 @@ def _parser():
     t.add_argument("--latent-dim", type=_int, default=16)
     t.add_argument("--likelihood", default="bernoulli",
                    help="bernoulli, continuous_bernoulli, gaussian, gaussian_learned")
-    t.add_argument("--posterior", default="diagonal", help="diagonal or full_covariance")
-    t.add_argument("--prior", default="standard_normal", help="standard_normal, mixture or vamp")
+    t.add_argument("--posterior", default="diagonal", help="diagonal, full_covariance or power_spherical (with --prior spherical_uniform)")
+    t.add_argument("--prior", default="standard_normal", help="standard_normal, mixture, vamp or spherical_uniform")
     t.add_argument("--beta", type=float, default=1.0)
     t.add_argument("--objective", default="elbo", help="elbo or iwae")
     t.add_argument("--num-samples", type=_int, default=1, help="samples of z per example (k for iwae)")

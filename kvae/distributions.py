@@ -59,6 +59,15 @@ class Posterior(_Named):
         """z = g(params, eps) with eps ~ N(0, I) of shape [..., B, latent_dim]."""
         raise NotImplementedError
 
+    def sample(self, params, eps, seed):
+        """k reparameterised draws z [k, B, latent_dim], k = eps.shape[0].
+
+        Gaussian families transform the standard normal noise `eps` [k, B, d];
+        families without such a transform (the power spherical) draw from the
+        stateless `seed` (an int [2] tensor) instead.
+        """
+        return self.reparameterize(params, eps)
+
     def mean_stddev(self, params):
         """Posterior mean and marginal standard deviations, each [B, latent_dim]."""
         raise NotImplementedError
@@ -133,6 +142,60 @@ class FullCovarianceGaussian(Posterior):
     def reparameterize(self, params, eps):
         mean, scale_tril = self._split(params)
         return mean + tf.linalg.matvec(scale_tril, eps)
+
+
+@keras.saving.register_keras_serializable(package="kvae")
+class PowerSpherical(Posterior):
+    """A hyperspherical posterior (S-VAE): q(z|x) = PowerSpherical(mu, kappa) on
+    the unit sphere S^{d-1} (De Cao & Aziz, 2020), with density
+
+        q(z) proportional to (1 + mu^T z)^kappa,  ||z|| = ||mu|| = 1.
+
+    params = [m, c] (d + 1 numbers): mu = m / ||m||, kappa = softplus(c) + 1.
+    Sampling is exact and reparameterised (t = 2 Beta(a, b) - 1 along mu with
+    a = (d-1)/2 + kappa, b = (d-1)/2, a uniform direction orthogonal to it, then
+    a Householder reflection); t is drawn from a stateless seed. Pair it with the 'spherical_uniform' prior: the KL is then
+    analytic. `mean_stddev` returns the mode mu (a point on the sphere, which is
+    what the decoder was trained on) and the marginal standard deviations.
+    """
+
+    name = "power_spherical"
+
+    def num_params(self, latent_dim):
+        return latent_dim + 1
+
+    def _split(self, params):
+        params = _f32(params)
+        direction = tf.math.l2_normalize(params[..., :-1], axis=-1, epsilon=1e-12)
+        concentration = tf.nn.softplus(params[..., -1]) + 1.0
+        return direction, concentration
+
+    def distribution(self, params):
+        return tfd.PowerSpherical(*self._split(params))
+
+    def mean_stddev(self, params):
+        q = self.distribution(params)
+        return q.mean_direction, tf.sqrt(tf.maximum(tf.linalg.diag_part(q.covariance()), 0.0))
+
+    def reparameterize(self, params, eps):
+        raise ValueError("The power spherical posterior also needs a seed: use sample(params, eps, seed).")
+
+    def sample(self, params, eps, seed):
+        """TFP's sampler, rewritten so that it is safe to differentiate: t = 2B - 1
+        is kept 1e-6 away from +-1 (with d = 2, Beta(kappa + 1/2, 1/2) draws round
+        to exactly 1 in float32, and d/dt sqrt(1 - t^2) is then infinite). The
+        direction orthogonal to mu comes from the Gaussian noise `eps`
+        (normalised), t from the stateless `seed`."""
+        mu, kappa = self._split(params)
+        d = tf.cast(tf.shape(mu)[-1], tf.float32)
+        beta = tfd.Beta((d - 1.0) / 2.0 + kappa, (d - 1.0) / 2.0)
+        t = 2.0 * beta.sample(tf.shape(eps)[0], seed=tf.cast(seed, tf.int32)) - 1.0  # [k, B]
+        t = tf.clip_by_value(t, -1.0 + 1e-6, 1.0 - 1e-6)[..., None]
+        v = tf.math.l2_normalize(_f32(eps)[..., 1:], axis=-1)  # uniform on S^{d-2}
+        y = tf.concat([t, tf.sqrt(1.0 - tf.square(t)) * v], axis=-1)  # around e_1
+        # Householder reflection taking e_1 to mu (identity when mu = e_1).
+        u = tf.math.l2_normalize(tf.concat([1.0 - mu[..., :1], -mu[..., 1:]], axis=-1), axis=-1)
+        return tf.math.l2_normalize(y - 2.0 * tf.reduce_sum(y * u, -1, keepdims=True) * u, axis=-1)
 
 
 # ---------------------------------------------------------------- likelihoods
@@ -248,7 +311,11 @@ class Gaussian(Likelihood):
 
 
 # -------------------------------------------------------------------- lookup
-POSTERIORS = {"diagonal": DiagonalGaussian, "full_covariance": FullCovarianceGaussian}
+POSTERIORS = {
+    "diagonal": DiagonalGaussian,
+    "full_covariance": FullCovarianceGaussian,
+    "power_spherical": PowerSpherical,
+}
 LIKELIHOODS = {
     "bernoulli": Bernoulli,
     "continuous_bernoulli": ContinuousBernoulli,
@@ -274,7 +341,8 @@ def _lookup(spec, table, base, what):
 
 
 def get_posterior(spec):
-    """A `Posterior` from a name ('diagonal', 'full_covariance'), config or instance."""
+    """A `Posterior` from a name ('diagonal', 'full_covariance',
+    'power_spherical'), config or instance."""
     return _lookup(spec, POSTERIORS, Posterior, "posterior")
 
 

@@ -10,7 +10,7 @@ import tensorflow as tf
 def log_weights(model, x, labels, k, seed):
     """log p(x|z_i) + log p(z_i) - log q(z_i|x) for k draws z_i ~ q(z|x): [k, B]."""
     eps = tf.random.stateless_normal([k, tf.shape(x)[0], model.latent_dim], seed=seed, alg="philox")
-    log_px_z, log_pz, log_qz, _, _ = model.log_importance_weights(x, labels, eps)
+    log_px_z, log_pz, log_qz, _, _ = model.log_importance_weights(x, labels, eps, seed=seed)
     return log_px_z + log_pz - log_qz
 
 
@@ -128,9 +128,20 @@ def slerp(z_a, z_b, t):
     return (np.sin((1 - t) * omega) * z_a + np.sin(t * omega) * z_b) / np.sin(omega)
 
 
+def _spherical(model):
+    return model.posterior.name == "power_spherical"
+
+
+def _refuse_on_sphere(model, tool):
+    if _spherical(model):
+        raise ValueError(f"The {tool} varies latent coordinates freely, but this model's latents lie on "
+                         "the unit sphere (power_spherical posterior): use interpolate instead.")
+
+
 def interpolate(model, x_a, x_b, steps=8, method="linear", labels=None):
     """Decoded points between the posterior means of two inputs: [steps, *shape].
-    `method`: 'linear' or 'spherical'."""
+    `method`: 'linear' or 'spherical'. For a hyperspherical latent space the
+    linear path is projected back onto the sphere."""
     if int(steps) < 2:
         raise ValueError(f"steps must be >= 2, got {steps}.")
     if method not in ("linear", "spherical"):
@@ -142,12 +153,15 @@ def interpolate(model, x_a, x_b, steps=8, method="linear", labels=None):
         z = np.stack([(1 - t) * z_a + t * z_b for t in ts])
     else:
         z = np.stack([slerp(z_a, z_b, t) for t in ts])
+    if _spherical(model):
+        z = z / np.maximum(np.linalg.norm(z, axis=-1, keepdims=True), 1e-12)
     return model.decode(z.astype(np.float32), None if lab is None else np.repeat(lab, len(ts))).numpy()
 
 
 def traverse(model, dims=None, values=(-3, -2, -1, 0, 1, 2, 3), x=None, labels=None):
     """Vary one latent dimension at a time around a base point (the posterior
     mean of `x`, else 0): images [len(dims), len(values), *shape]."""
+    _refuse_on_sphere(model, "traversal")
     dims = list(range(model.latent_dim)) if dims is None else [int(d) for d in dims]
     bad = [d for d in dims if not 0 <= d < model.latent_dim]
     if bad:
@@ -166,6 +180,7 @@ def latent_map(model, n=15, span=3.0, labels=None):
     """For latent_dim = 2: decoded images on an n x n grid of z in [-span, span]^2."""
     if model.latent_dim != 2:
         raise ValueError(f"The latent map needs latent_dim = 2; this model has {model.latent_dim}.")
+    _refuse_on_sphere(model, "latent map")
     axis = np.linspace(-span, span, int(n))
     z = np.array([[a, b] for b in axis[::-1] for a in axis], np.float32)
     lab = None if labels is None else np.full(len(z), int(labels), np.int32)

@@ -376,8 +376,11 @@ def export(source, out_dir, formats=FORMATS, force=False, model_name="kvae", ver
 
 
 def _export_into(model, metadata, work, formats, model_name, version, num_check, seed, tflite_variants, log):
+    import tensorflow as tf
+
     rng = np.random.default_rng(seed)
-    z = rng.normal(size=(num_check, model.latent_dim)).astype("float32")
+    # Checked where the decoder will run: at draws from the model's prior.
+    z = model.prior.distribution(model).sample(num_check, seed=tf.constant([seed, 1])).numpy()
     labels = rng.integers(0, model.num_classes, num_check).astype("int32") if model.conditional else None
     reference = {k: v.numpy() for k, v in decode_outputs(model, z, labels).items()}
     keras_p50, keras_p99 = _latency(lambda: model.decode(z[:1], None if labels is None else labels[:1]))

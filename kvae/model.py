@@ -33,8 +33,11 @@ class VAE(keras.Model):
             with one-hot labels if conditional) to the likelihood's parameters.
         likelihood: 'bernoulli', 'continuous_bernoulli', 'gaussian',
             'gaussian_learned', or a `kvae.distributions.Likelihood`.
-        posterior: 'diagonal' or 'full_covariance'.
-        prior: 'standard_normal', 'mixture', 'vamp', or a `kvae.priors.Prior`.
+        posterior: 'diagonal', 'full_covariance', or 'power_spherical' (a
+            hyperspherical S-VAE latent space; use it with the
+            'spherical_uniform' prior).
+        prior: 'standard_normal', 'mixture', 'vamp', 'spherical_uniform', or a
+            `kvae.priors.Prior`.
         beta: float >= 0, weight of the KL term.
         num_classes: int or None; if set, the model is conditional on integer
             labels in [0, num_classes).
@@ -130,6 +133,14 @@ class VAE(keras.Model):
         self.prior = priors.get_prior(prior, self.latent_dim, self.data_shape)
         if self.conditional and isinstance(self.prior, priors.VampPrior):
             raise ValueError("The VampPrior is not supported for a conditional model.")
+        spherical_q = isinstance(self.posterior, distributions.PowerSpherical)
+        spherical_p = isinstance(self.prior, priors.SphericalUniform)
+        if spherical_q != spherical_p:
+            raise ValueError(
+                "A hyperspherical latent space needs both posterior='power_spherical' and "
+                "prior='spherical_uniform' (z lives on the unit sphere); got the "
+                f"{self.posterior.name!r} posterior with the {type(self.prior).__name__} prior."
+            )
         if self.free_bits > 0 and not (isinstance(self.posterior, distributions.DiagonalGaussian)
                                        and isinstance(self.prior, priors.StandardNormal)):
             raise ValueError("free_bits needs the 'diagonal' posterior and the 'standard_normal' prior "
@@ -297,14 +308,16 @@ class VAE(keras.Model):
         start = tf.cast(replica_id, tf.int32) * batch_size
         return eps[start : start + batch_size], replicas
 
-    def log_importance_weights(self, x, labels, eps, training=False, prior=None):
-        """log p(x|z), log p(z) and log q(z|x) (each [k, B]) at z = g(params, eps)
-        for noise eps [k, B, latent_dim]; also the posterior parameters and z.
-        `prior`: the prior distribution if the caller has built it already."""
+    def log_importance_weights(self, x, labels, eps, training=False, prior=None, seed=(0, 0)):
+        """log p(x|z), log p(z) and log q(z|x) (each [k, B]) at k draws z ~ q(z|x):
+        z = g(params, eps) for noise eps [k, B, latent_dim], or drawn from the
+        stateless `seed` by posteriors without a Gaussian reparameterisation.
+        Also returns the posterior parameters and z. `prior`: the prior
+        distribution if the caller has built it already."""
         k = tf.shape(eps)[0]
         prior = self.prior.distribution(self) if prior is None else prior
         q_params = self.encode_params(x, labels, training=training)
-        z = self.posterior.reparameterize(q_params, eps)
+        z = self.posterior.sample(q_params, eps, seed)
         rep_labels = None if labels is None else tf.tile(tf.reshape(labels, [-1]), [k])
         x_params = self.decode_params(tf.reshape(z, [-1, self.latent_dim]), rep_labels, training=training)
         x_params = tf.reshape(x_params, tf.concat([tf.shape(z)[:2], self.param_shape], 0))
@@ -322,7 +335,12 @@ class VAE(keras.Model):
         eps, replicas = self.replica_noise(seed, batch_size, [k, self.latent_dim])
         eps = tf.transpose(eps, [1, 0, 2])  # [k, B, d]
         prior = self.prior.distribution(self)  # once: the VampPrior encodes its pseudo-inputs here
-        log_px_z, log_pz, log_qz, q_params, z = self.log_importance_weights(x, labels, eps, training, prior)
+        # For seed-sampled posteriors, each replica folds its id into the seed.
+        ctx = tf.distribute.get_replica_context()
+        replica_seed = tf.random.experimental.stateless_fold_in(
+            tf.cast(seed, tf.int64), 0 if ctx is None else ctx.replica_id_in_sync_group)
+        log_px_z, log_pz, log_qz, q_params, z = self.log_importance_weights(
+            x, labels, eps, training, prior, seed=replica_seed)
         reconstruction = -tf.reduce_mean(log_px_z, axis=0)
         try:  # analytic KL where TFP has it
             kl = objectives.kl_divergence(self.posterior.distribution(q_params), prior)

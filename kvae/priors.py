@@ -131,12 +131,33 @@ class VampPrior(Prior):
         return config
 
 
-PRIORS = {"standard_normal": StandardNormal, "mixture": MixtureOfGaussians, "vamp": VampPrior}
+@keras.saving.register_keras_serializable(package="kvae")
+class SphericalUniform(Prior):
+    """p(z) = the uniform distribution on the unit sphere S^{d-1} in R^d, the
+    prior of a hyperspherical (S-VAE) latent space. Its log density is
+    -log area(S^{d-1}) = log Gamma(d/2) - log 2 - (d/2) log pi. KL to the
+    'power_spherical' posterior is analytic (-entropy - log density)."""
+
+    def __init__(self, latent_dim, **kwargs):
+        super().__init__(latent_dim, **kwargs)
+        if self.latent_dim < 2:
+            raise ValueError(f"The spherical uniform prior needs latent_dim >= 2, got {latent_dim}.")
+
+    def distribution(self, model=None):
+        return tfd.SphericalUniform(dimension=self.latent_dim, dtype=tf.float32)
+
+
+PRIORS = {
+    "standard_normal": StandardNormal,
+    "mixture": MixtureOfGaussians,
+    "vamp": VampPrior,
+    "spherical_uniform": SphericalUniform,
+}
 
 
 def get_prior(spec, latent_dim, input_shape):
-    """A `Prior` layer from a name ('standard_normal', 'mixture', 'vamp'), a
-    serialised config, or an instance."""
+    """A `Prior` layer from a name ('standard_normal', 'mixture', 'vamp',
+    'spherical_uniform'), a serialised config, or an instance."""
     if isinstance(spec, Prior):
         prior = spec
     elif isinstance(spec, dict):
