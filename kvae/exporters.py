@@ -424,7 +424,7 @@ def _export_into(model, metadata, work, formats, model_name, version, num_check,
         _write_onnx(model, path)
         outputs, one = run_onnx(path, z, labels)
         check("onnx", path, outputs, _latency(one))
-    report = {"checked_on": f"{num_check} latents z ~ N(0, I), seed {seed}", "rows": rows, "metadata": metadata}
+    report = {"checked_on": f"{num_check} latents drawn from the prior ({type(model.prior).__name__}), seed {seed}", "rows": rows, "metadata": metadata}
     (work / "report.json").write_text(json.dumps(report, indent=2))
     return report
 

@@ -1,7 +1,10 @@
-"""PNG figures: image grids and training curves (matplotlib, Agg backend).
+"""Figures: image grids and training curves.
 
-Used by the callbacks during training and by the CLI afterwards, so every
-picture kvae writes comes from here.
+Used by the callbacks during training, by the CLI afterwards and by the
+notebooks, so every picture kvae makes comes from here. Figures are built with
+`matplotlib.figure.Figure` directly, not pyplot: no global backend is switched
+(a notebook's inline display keeps working) and nothing is left open. The
+`*_figure` functions return the figure (a notebook shows it); `save_*` write PNGs.
 """
 
 import csv
@@ -13,13 +16,10 @@ from pathlib import Path
 import numpy as np
 
 
-def _pyplot():
-    import matplotlib
+def _figure(figsize):
+    from matplotlib.figure import Figure
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
+    return Figure(figsize=figsize)
 
 
 def _save(fig, path):
@@ -52,21 +52,25 @@ def grid_image(images, columns=None, pad=1):
     return canvas[..., 0] if c == 1 else canvas
 
 
-def save_grid(images, path, title=None, columns=None):
-    """Save a grid of images in [0, 1] as a PNG."""
-    plt = _pyplot()
+def grid_figure(images, title=None, columns=None, width=None):
+    """A figure of a grid of images in [0, 1] (see `grid_image`)."""
     canvas = grid_image(images, columns)
-    scale = max(4.0, min(12.0, canvas.shape[1] / 12))  # inches: small images are enlarged
-    fig, ax = plt.subplots(figsize=(scale, scale * canvas.shape[0] / canvas.shape[1] + (0.4 if title else 0)))
+    scale = width or max(4.0, min(12.0, canvas.shape[1] / 12))  # inches: small images are enlarged
+    fig = _figure((scale, scale * canvas.shape[0] / canvas.shape[1] + (0.4 if title else 0)))
+    ax = fig.subplots()
     ax.imshow(canvas, cmap="gray", vmin=0, vmax=1, interpolation="nearest")
     ax.axis("off")
     if title:
         ax.set_title(title, fontsize=10)
-    _save(fig, path)
-    plt.close(fig)
+    return fig
 
 
-def save_pairs(inputs, outputs, path, title=None, columns=8):
+def save_grid(images, path, title=None, columns=None):
+    """Save a grid of images in [0, 1] as a PNG."""
+    _save(grid_figure(images, title, columns), path)
+
+
+def pairs_figure(inputs, outputs, title=None, columns=8):
     """Inputs and their reconstructions: rows alternate input / output."""
     inputs, outputs = np.asarray(inputs), np.asarray(outputs)
     columns = min(columns, len(inputs))
@@ -75,7 +79,12 @@ def save_pairs(inputs, outputs, path, title=None, columns=8):
         chunk_in, chunk_out = inputs[start:start + columns], outputs[start:start + columns]
         blank = np.ones((columns - len(chunk_in),) + inputs.shape[1:], "float32")
         rows += [np.concatenate([chunk_in, blank]), np.concatenate([chunk_out, blank])]
-    save_grid(np.concatenate(rows), path, title=title, columns=columns)
+    return grid_figure(np.concatenate(rows), title=title, columns=columns)
+
+
+def save_pairs(inputs, outputs, path, title=None, columns=8):
+    """Save `pairs_figure` as a PNG."""
+    _save(pairs_figure(inputs, outputs, title, columns), path)
 
 
 def read_metrics(csv_path):
@@ -85,11 +94,12 @@ def read_metrics(csv_path):
     return {k: [float(r[k]) for r in rows] for k in (rows[0] if rows else {})}
 
 
-def save_curves(metrics, path):
-    """ELBO, reconstruction and KL per epoch, train and validation."""
-    plt = _pyplot()
+def curves_figure(metrics):
+    """ELBO, reconstruction and KL per epoch, train and validation. `metrics`:
+    {name: [value per epoch]}, e.g. `model.fit(...).history` or `read_metrics`."""
     epochs = [int(e) + 1 for e in metrics.get("epoch", range(len(metrics.get("loss", []))))]
-    fig, axes = plt.subplots(1, 3, figsize=(12, 3.4))
+    fig = _figure((12, 3.4))
+    axes = fig.subplots(1, 3)
     for ax, key, label in zip(axes, ["elbo", "reconstruction", "kl"],
                               ["ELBO (nats, higher is better)", "reconstruction -E log p(x|z)", "KL(q || p)"]):
         for prefix, style in [("", "-"), ("val_", "--")]:
@@ -101,5 +111,9 @@ def save_curves(metrics, path):
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
     fig.tight_layout()
-    _save(fig, path)
-    plt.close(fig)
+    return fig
+
+
+def save_curves(metrics, path):
+    """Save `curves_figure` as a PNG."""
+    _save(curves_figure(metrics), path)
