@@ -1,7 +1,6 @@
 """Every notebook runs top to bottom at its short setting (KVAE_NOTEBOOK_FAST=1),
 in a fresh kernel, in a scratch directory; and is committed without outputs."""
 
-import os
 from pathlib import Path
 
 import nbformat
