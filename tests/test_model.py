@@ -133,3 +133,16 @@ def test_beta_weights_the_kl_in_the_loss_only(digits):
     assert logs[4.0]["loss"] == pytest.approx(
         logs[4.0]["reconstruction"] + 4.0 * logs[4.0]["kl"], rel=1e-5
     )
+
+
+def test_every_public_module_is_reachable_after_import_kvae():
+    """In a fresh process (here other tests have imported the submodules already)."""
+    import subprocess
+    import sys
+
+    code = ("import kvae\n"
+            "for name in kvae.__all__: getattr(kvae, name)\n"
+            "kvae.callbacks.KLWarmup, kvae.evaluate.log_likelihood, kvae.exporters.export, kvae.plots.grid_figure\n"
+            "kvae.priors.SphericalUniform, kvae.distributions.PowerSpherical\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
