@@ -27,7 +27,7 @@ demo: $(STAMP)
 
 ## make test: create the environment, install kvae with its test and export extras, run the suite
 test: $(STAMP)
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q --durations=15
 
 ## make quick: the suite without the multi-process tests
 quick: $(STAMP)
