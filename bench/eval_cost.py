@@ -17,6 +17,8 @@ import subprocess
 import sys
 import time
 
+from report import emit
+
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 
@@ -76,10 +78,7 @@ def main():
         f"k=1000 on 10,000 images: {big['seconds'] / 60:.2f} min (goal <= 3 min). Peak RSS k=5000 / k=100: "
         f"{huge['rss_peak_mb'] / small['rss_peak_mb']:.3f}.",
     ])
-    print("\n" + text)
-    if args.out:
-        with open(args.out, "a") as f:
-            f.write("\n" + text + "\n")
+    emit(text, args.out)
 
 
 if __name__ == "__main__":

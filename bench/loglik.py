@@ -30,6 +30,8 @@ import time
 
 import numpy as np
 
+from report import emit
+
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 LATENT, HIDDEN, BATCH, LR, PSEUDO = 40, (300, 300), 100, 1e-3, 500
@@ -230,10 +232,7 @@ def main():
                      f"{a['elbo']:.2f} | {b['elbo']:.2f} | {a['train_s']:.0f} | {b['train_s']:.0f} | "
                      f"{a['train_s'] / b['train_s']:.2f} |")
     text = "\n".join(lines)
-    print("\n" + text)
-    if args.out:
-        with open(args.out, "a") as f:
-            f.write("\n" + text + "\n")
+    emit(text, args.out)
 
 
 if __name__ == "__main__":

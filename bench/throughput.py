@@ -28,6 +28,8 @@ import time
 
 import numpy as np
 
+from report import emit
+
 BATCH, HIDDEN, LATENT = 128, 400, 20
 RUNS = ["torch", "kvae", "kvae-tuned"]
 LABELS = {
@@ -173,10 +175,7 @@ def main():
         ratio = statistics.median(a / b for a, b in zip(rates[name], rates["torch"]))
         lines.append(f"| {LABELS[name]} | {statistics.median(rates[name]):.0f} | {ratio:.2f} |")
     text = "\n".join(lines)
-    print("\n" + text)
-    if args.out:
-        with open(args.out, "a") as f:
-            f.write("\n" + text + "\n")
+    emit(text, args.out)
 
 
 if __name__ == "__main__":
