@@ -2,6 +2,7 @@
 
 The public API:
     VAE                      the model (kvae.model.VAE)
+    load_model(path)         a saved `.keras` VAE, with a one-line error for a bad file
     kvae.networks            mlp(), conv() encoder/decoder bodies
     kvae.distributions       posteriors and likelihoods
     kvae.priors              StandardNormal, MixtureOfGaussians, VampPrior, SphericalUniform
@@ -9,15 +10,64 @@ The public API:
     kvae.callbacks           KLWarmup, CapacityAnnealing, image grids, checkpoints
     kvae.evaluate            log-likelihood, active units, latent tools
     kvae.exporters           SavedModel, TFLite, ONNX exports and their checks
-    kvae.plots               image grids and training curves
-    kvae.data                named datasets found offline, binarisation, tf.data pipelines
+    kvae.plots               image grids and training curves (needs matplotlib)
+    kvae.data                named datasets found offline, checks, binarisation, tf.data pipelines
+    kvae.files               atomic writes and run-directory locks
+
+Submodules load on first use (PEP 562), so `import kvae` and `kvae --help`
+do not import TensorFlow. Keras finds the VAE class of a `.keras` file only
+once `kvae.model` is imported: in a fresh process use `kvae.load_model(path)`,
+or touch `kvae.VAE` before `keras.models.load_model`.
 """
+
+import importlib
 
 __version__ = "0.1.0"
 
-from kvae import (callbacks, data, distributions, evaluate, exporters, networks, objectives, plots,
-                  priors)
-from kvae.model import VAE
+_SUBMODULES = ("callbacks", "data", "distributions", "evaluate", "exporters", "files", "model", "networks",
+               "objectives", "plots", "priors", "runs")
 
-__all__ = ["VAE", "callbacks", "data", "distributions", "evaluate", "exporters", "networks", "objectives",
-           "plots", "priors", "__version__"]
+__all__ = ["VAE", "load_model", "callbacks", "data", "distributions", "evaluate", "exporters", "files",
+           "networks", "objectives", "plots", "priors", "__version__"]
+
+
+def __getattr__(name):
+    if name == "VAE":
+        from kvae.model import VAE
+
+        return VAE
+    if name in _SUBMODULES:
+        return importlib.import_module(f"kvae.{name}")
+    raise AttributeError(f"module 'kvae' has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted(set(globals()) | set(__all__))
+
+
+def load_model(path):
+    """Load a `.keras` file saved from a kvae model (its classes registered first).
+
+    Args:
+        path: str or Path of a `.keras` file.
+
+    Returns:
+        The model (a `kvae.VAE` for kvae's own files).
+
+    Raises:
+        ValueError naming the file if it is missing, unreadable or truncated.
+    """
+    from pathlib import Path
+
+    import keras
+
+    import kvae.model  # noqa: F401 - registers kvae's classes with Keras
+
+    path = Path(path)
+    if not path.is_file():
+        raise ValueError(f"No such file: {path}")
+    try:
+        return keras.models.load_model(path)
+    except Exception as e:  # noqa: BLE001 - Keras raises many types (zipfile, OSError, ValueError) for bad files
+        first = str(e).strip().splitlines()[0][:200] if str(e).strip() else type(e).__name__
+        raise ValueError(f"{path} is unreadable or truncated: {first}") from None

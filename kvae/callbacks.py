@@ -3,30 +3,41 @@ grids and training curves per epoch."""
 
 import json
 import math
-import os
-import tempfile
 from pathlib import Path
 
 import keras
 import numpy as np
 
-from kvae import plots
+from kvae import files, plots
+from kvae.files import write_json  # noqa: F401 - kept for callers of kvae.callbacks.write_json
 
-STATE_FILE = "state.json"
-
-
-def write_json(path, data):
-    """Atomic JSON write (temp file + rename)."""
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(suffix=".json", dir=path.parent)
-    with os.fdopen(fd, "w") as f:
-        json.dump(data, f, indent=2)
-    os.replace(tmp, path)
+from kvae.runs import STATE_FILE
 
 
 def read_state(run_dir):
+    """The run's state.json as written by `RunCheckpoint` ({"epochs_done": 0}
+    if there is none yet); `kvae.runs.read_state` is the validating reader."""
     path = Path(run_dir) / STATE_FILE
     return json.loads(path.read_text()) if path.exists() else {"epochs_done": 0}
+
+
+class ProgbarLogger(keras.callbacks.ProgbarLogger):
+    """Keras's progress bar with the step count kept at or below the epoch's
+    steps. With steps_per_execution > 1, Keras 3.15 reports the last, partial
+    execution as a whole one (an epoch of 422 steps ends at "448/422");
+    `VAE.fit` and `VAE.evaluate` use this bar unless given another."""
+
+    def _clamp(self, batch):
+        return batch if self.target is None else min(batch, self.target - 1)
+
+    def on_train_batch_end(self, batch, logs=None):
+        super().on_train_batch_end(self._clamp(batch), logs)
+
+    def on_test_batch_end(self, batch, logs=None):
+        super().on_test_batch_end(self._clamp(batch), logs)
+
+    def on_predict_batch_end(self, batch, logs=None):
+        super().on_predict_batch_end(self._clamp(batch), logs)
 
 
 class SetEpoch(keras.callbacks.Callback):
@@ -56,10 +67,8 @@ class RunCheckpoint(keras.callbacks.Callback):
         self.monitor = monitor
 
     def _save_model(self, name):
-        fd, tmp = tempfile.mkstemp(suffix=".keras", dir=self.run_dir)
-        os.close(fd)
-        self.model.save(tmp)
-        os.replace(tmp, self.run_dir / name)
+        with files.atomic_path(self.run_dir / name) as tmp:  # removed again on any failure
+            self.model.save(tmp)
 
     def on_epoch_end(self, epoch, logs=None):
         logs = logs or {}
@@ -67,7 +76,7 @@ class RunCheckpoint(keras.callbacks.Callback):
         values = [float(np.mean(v)) for v in logs.values()]
         if not all(math.isfinite(v) for v in values):
             state["stopped_on_nan_at_epoch"] = epoch + 1
-            write_json(self.run_dir / STATE_FILE, state)
+            files.write_json(self.run_dir / STATE_FILE, state)
             self.model.stop_training = True
             return
         self._save_model("last.keras")
@@ -77,7 +86,7 @@ class RunCheckpoint(keras.callbacks.Callback):
             state.update(best=current, best_epoch=epoch + 1)
         state["epochs_done"] = epoch + 1
         state.pop("stopped_on_nan_at_epoch", None)
-        write_json(self.run_dir / STATE_FILE, state)
+        files.write_json(self.run_dir / STATE_FILE, state)
 
 
 class ImageGrids(keras.callbacks.Callback):

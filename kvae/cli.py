@@ -33,67 +33,80 @@ def _int(text):
 
 def _parser():
     from kvae import __version__
+    from kvae.runs import TrainConfig
 
-    p = _Parser(prog="kvae", description="Variational autoencoders for Keras 3.")
+    D = TrainConfig()  # the defaults live there, so explicit flags are known (None = not given)
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--verbose", action="store_true",
+                        help="show TensorFlow's start-up and converter messages (also KVAE_VERBOSE=1)")
+    p = _Parser(prog="kvae", description="Variational autoencoders for Keras 3.", parents=[common])
     p.add_argument("--version", action="version", version=f"kvae {__version__}")
     sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
-    t = sub.add_parser("train", help="train a VAE into a run directory")
-    t.add_argument("--dataset", default="fashion_mnist",
-                   help="fashion_mnist, mnist, binarized_mnist, digits, a .npz file or an image folder")
+    def add(name, **kwargs):  # every command takes --verbose
+        return sub.add_parser(name, parents=[common], **kwargs)
+
+    t = add("train", help="train a VAE into a run directory")
+    t.add_argument("--dataset", help=f"fashion_mnist, mnist, binarized_mnist, digits, a .npz file or an image "
+                                     f"folder (default {D.dataset})")
     t.add_argument("--data-dir", help="look here first for datasets (also $KVAE_DATA_DIR)")
-    t.add_argument("--download", action="store_true", help="allow downloading when not found offline")
+    t.add_argument("--download", action="store_true", default=None,
+                   help="allow downloading when not found offline")
     t.add_argument("--out", help="run directory to create")
-    t.add_argument("--resume", metavar="RUN_DIR", help="continue this run from its last finished epoch")
-    t.add_argument("--force", action="store_true", help="replace an existing run in --out")
-    t.add_argument("--epochs", type=_int, default=None, help="epochs in total (default 10)")
-    t.add_argument("--network", default="mlp", choices=["mlp", "conv"])
-    t.add_argument("--latent-dim", type=_int, default=16)
-    t.add_argument("--likelihood", default="bernoulli",
-                   help="bernoulli, continuous_bernoulli, gaussian, gaussian_learned")
-    t.add_argument("--posterior", default="diagonal", help="diagonal, full_covariance or power_spherical (with --prior spherical_uniform)")
-    t.add_argument("--prior", default="standard_normal", help="standard_normal, mixture, vamp or spherical_uniform")
-    t.add_argument("--beta", type=float, default=1.0)
-    t.add_argument("--objective", default="elbo", help="elbo or iwae")
-    t.add_argument("--num-samples", type=_int, default=1, help="samples of z per example (k for iwae)")
-    t.add_argument("--free-bits", type=float, default=0.0, help="per-dimension KL floor in nats (0: off)")
-    t.add_argument("--kl-warmup", type=_int, default=0, help="epochs of KL warm-up (0: off)")
-    t.add_argument("--kl-schedule", default="linear", help="linear or cyclical (cycle length --kl-warmup)")
-    t.add_argument("--capacity-gamma", type=float, default=0.0,
-                   help="> 0: loss = reconstruction + gamma |KL - C| (Burgess et al. 2018)")
-    t.add_argument("--max-capacity", type=float, default=25.0,
-                   help="C rises linearly to this (nats) over --kl-warmup epochs, or half the epochs")
-    t.add_argument("--conditional", action="store_true", help="condition on the dataset's labels")
-    t.add_argument("--binarize", default=None,
-                   help="none, threshold, static or dynamic (default: dynamic for Bernoulli likelihoods)")
-    t.add_argument("--batch-size", type=_int, default=128)
-    t.add_argument("--lr", type=float, default=1e-3, dest="learning_rate")
-    t.add_argument("--mixed-precision", default="none", help="none, mixed_float16 (GPU) or mixed_bfloat16")
-    t.add_argument("--strategy", default="none", help="none, mirrored or multiworker (reads TF_CONFIG)")
-    t.add_argument("--steps-per-execution", type=_int, default=32)
-    t.add_argument("--seed", type=_int, default=0)
+    t.add_argument("--resume", metavar="RUN_DIR",
+                   help="continue this run from its last finished epoch (only --epochs, --data-dir and "
+                        "--download may change)")
+    t.add_argument("--force", action="store_true",
+                   help="replace an existing run in --out (deleted only after the new run's data and "
+                        "model have been checked)")
+    t.add_argument("--epochs", type=_int, help=f"epochs in total (default {D.epochs})")
+    t.add_argument("--network", choices=["mlp", "conv"], help=f"(default {D.network})")
+    t.add_argument("--latent-dim", type=_int, help=f"(default {D.latent_dim})")
+    t.add_argument("--likelihood", help="bernoulli (default), continuous_bernoulli, gaussian, gaussian_learned")
+    t.add_argument("--posterior", help="diagonal (default), full_covariance or power_spherical "
+                                       "(with --prior spherical_uniform)")
+    t.add_argument("--prior", help="standard_normal (default), mixture, vamp or spherical_uniform")
+    t.add_argument("--beta", type=float, help=f"(default {D.beta})")
+    t.add_argument("--objective", help="elbo (default) or iwae")
+    t.add_argument("--num-samples", type=_int, help=f"samples of z per example (k for iwae; default {D.num_samples})")
+    t.add_argument("--free-bits", type=float, help="per-dimension KL floor in nats (default 0: off)")
+    t.add_argument("--kl-warmup", type=_int, help="epochs of KL warm-up (default 0: off)")
+    t.add_argument("--kl-schedule", help="linear (default) or cyclical (cycle length --kl-warmup)")
+    t.add_argument("--capacity-gamma", type=float,
+                   help="> 0: loss = reconstruction + gamma |KL - C| (Burgess et al. 2018; default 0)")
+    t.add_argument("--max-capacity", type=float,
+                   help=f"C rises linearly to this (nats) over --kl-warmup epochs, or half the epochs "
+                        f"(default {D.max_capacity})")
+    t.add_argument("--conditional", action="store_true", default=None, help="condition on the dataset's labels")
+    t.add_argument("--binarize", help="none, threshold, static or dynamic (default: dynamic for Bernoulli likelihoods)")
+    t.add_argument("--batch-size", type=_int, help=f"(default {D.batch_size})")
+    t.add_argument("--lr", type=float, dest="learning_rate", help=f"Adam's learning rate (default {D.learning_rate})")
+    t.add_argument("--mixed-precision", help="none (default), mixed_float16 (GPU) or mixed_bfloat16")
+    t.add_argument("--strategy", help="none (default), mirrored or multiworker (reads TF_CONFIG)")
+    t.add_argument("--steps-per-execution", type=_int, help=f"(default {D.steps_per_execution})")
+    t.add_argument("--seed", type=_int, help=f"(default {D.seed})")
     t.add_argument("--quiet", action="store_true", help="no progress bar")
 
-    e = sub.add_parser("evaluate", help="test-set metrics of a run")
+    e = add("evaluate", help="test-set metrics of a run")
     e.add_argument("run_dir")
     e.add_argument("--checkpoint", default="best", choices=["best", "last"])
     e.add_argument("--k", type=_int, default=100,
                    help="importance samples for log p(x) (0: ELBO only; up to 5000)")
     e.add_argument("--seed", type=_int, default=0)
 
-    s = sub.add_parser("sample", help="a grid of samples from the prior")
+    s = add("sample", help="a grid of samples from the prior")
     s.add_argument("run_dir")
     s.add_argument("--n", type=_int, default=64)
     s.add_argument("--seed", type=_int, default=0)
     s.add_argument("--label", type=_int, default=None, help="class to draw (conditional runs)")
     s.add_argument("--out", default="samples.png")
 
-    r = sub.add_parser("reconstruct", help="test inputs next to their reconstructions")
+    r = add("reconstruct", help="test inputs next to their reconstructions")
     r.add_argument("run_dir")
     r.add_argument("--n", type=_int, default=16)
     r.add_argument("--out", default="reconstructions.png")
 
-    x = sub.add_parser("export", help="export the decoder: SavedModel, TFLite, ONNX, each verified")
+    x = add("export", help="export the decoder: SavedModel, TFLite, ONNX, each verified")
     x.add_argument("source", help="a run directory or a .keras file")
     x.add_argument("--format", default="savedmodel,tflite,onnx", help="comma-separated: savedmodel,tflite,onnx")
     x.add_argument("--tflite-variants", default="float32,float16,dynamic_int8,int8",
@@ -103,37 +116,37 @@ def _parser():
     x.add_argument("--model-name", default="kvae", help="TF Serving model name (savedmodel/NAME/VERSION)")
     x.add_argument("--version", type=_int, default=1, dest="model_version")
 
-    li = sub.add_parser("interpolate", help="decoded interpolations between pairs of test images")
+    li = add("interpolate", help="decoded interpolations between pairs of test images")
     li.add_argument("run_dir")
     li.add_argument("--method", default="linear", help="linear or spherical")
     li.add_argument("--steps", type=_int, default=10)
     li.add_argument("--pairs", type=_int, default=4)
     li.add_argument("--out", default="interpolation.png")
-    lt = sub.add_parser("traverse", help="vary each latent dimension around z = 0")
+    lt = add("traverse", help="vary each latent dimension around z = 0")
     lt.add_argument("run_dir")
     lt.add_argument("--dims", type=_int, nargs="*", default=None, help="latent indices (default all)")
     lt.add_argument("--out", default="traversal.png")
-    lm = sub.add_parser("latent-map", help="decoded grid over the 2-D latent space (latent_dim = 2)")
+    lm = add("latent-map", help="decoded grid over the 2-D latent space (latent_dim = 2)")
     lm.add_argument("run_dir")
     lm.add_argument("--n", type=_int, default=15)
     lm.add_argument("--out", default="latent_map.png")
-    la = sub.add_parser("anomalies", help="-log p(x) of every test image; the most and least anomalous")
+    la = add("anomalies", help="-log p(x) of every test image; the most and least anomalous")
     la.add_argument("run_dir")
     la.add_argument("--k", type=_int, default=100)
     la.add_argument("--n", type=_int, default=16)
     la.add_argument("--out", default="anomalies.png")
-    lp = sub.add_parser("inpaint", help="fill the masked half of test images")
+    lp = add("inpaint", help="fill the masked half of test images")
     lp.add_argument("run_dir")
     lp.add_argument("--n", type=_int, default=8)
     lp.add_argument("--missing", default="bottom", help="bottom (lower half) or random (half of the pixels)")
     lp.add_argument("--out", default="inpainting.png")
-    ld = sub.add_parser("denoise", help="reconstruct test images with flipped or noisy pixels")
+    ld = add("denoise", help="reconstruct test images with flipped or noisy pixels")
     ld.add_argument("run_dir")
     ld.add_argument("--n", type=_int, default=8)
     ld.add_argument("--noise", type=float, default=0.1, help="share of pixels replaced by noise")
     ld.add_argument("--out", default="denoising.png")
 
-    i = sub.add_parser("info", help="what a run directory holds")
+    i = add("info", help="what a run directory holds")
     i.add_argument("run_dir")
     return p
 
@@ -154,13 +167,16 @@ def cmd_train(args):
         raise runs.RunError("use either --resume RUN_DIR or --out RUN_DIR, not both")
     if not args.resume and not args.out:
         raise runs.RunError("--out RUN_DIR is required (or --resume RUN_DIR)")
-    fields = {k: getattr(args, k) for k in runs.TrainConfig.__dataclass_fields__ if hasattr(args, k)}
-    if fields["epochs"] is None and not args.resume:
-        fields["epochs"] = runs.TrainConfig.epochs
-    cfg = runs.TrainConfig(**fields)
+    given = {k: getattr(args, k) for k in runs.TrainConfig.__dataclass_fields__
+             if getattr(args, k, None) is not None}
     run_dir = Path(args.resume or args.out)
-    summary = runs.train(cfg, run_dir, force=args.force, resume=bool(args.resume),
-                         verbose=0 if args.quiet else 1)
+    verbose = 0 if args.quiet else 1
+    if args.resume:
+        if args.force:
+            raise runs.RunError("--force does not apply to --resume (nothing is replaced)")
+        summary = runs.resume(run_dir, given, verbose=verbose)
+    else:
+        summary = runs.train(runs.TrainConfig(**given), run_dir, force=args.force, verbose=verbose)
     images = sorted((run_dir / "images").glob("samples_epoch_*.png"))
     print(f"\nkvae: trained {summary['epochs_done']} epochs in {summary['train_seconds']:.0f} s")
     print(_table([("test ELBO (nats)", f"{summary['test_elbo']:.2f}"),
@@ -175,12 +191,12 @@ def cmd_train(args):
 
 
 def cmd_evaluate(args):
-    from kvae import callbacks, runs
+    from kvae import files, runs
 
     if not 0 <= args.k <= 100_000:
         raise runs.RunError(f"--k must be between 0 and 100000, got {args.k}")
     result = runs.evaluate(args.run_dir, which=args.checkpoint, k=args.k, seed=args.seed)
-    callbacks.write_json(Path(args.run_dir) / "evaluation.json", result)
+    files.write_json(Path(args.run_dir) / "evaluation.json", result)
     shown = [(k, _fmt(v)) for k, v in result.items() if not isinstance(v, list)]
     if "test_kl_per_dim" in result:
         shown.append(("test_kl_per_dim", " ".join(f"{v:.2f}" for v in result["test_kl_per_dim"])))
@@ -215,12 +231,12 @@ def cmd_reconstruct(args):
 
 
 def cmd_info(args):
-    from kvae import callbacks, runs
+    from kvae import runs
 
     run_dir = Path(args.run_dir)
     cfg = runs.load_config(run_dir)
     raw = json.loads((run_dir / runs.CONFIG_FILE).read_text())
-    state = callbacks.read_state(run_dir)
+    state = runs.read_state(run_dir)
     rows = [("dataset", f"{cfg.dataset} {tuple(raw['data']['input_shape'])} from {raw['data']['source']}"),
             ("model", f"{cfg.network} encoder/decoder, latent_dim {cfg.latent_dim}, {cfg.likelihood} "
                       f"likelihood, {cfg.posterior} posterior, {cfg.prior} prior, beta {cfg.beta}"
@@ -299,7 +315,7 @@ def cmd_latent_map(args):
 
 
 def cmd_anomalies(args):
-    from kvae import callbacks, evaluate, plots
+    from kvae import evaluate, files, plots
 
     model, x, y = _run_model_and_test(args.run_dir)
     scores = evaluate.anomaly_scores(model, x, y, k=args.k)
@@ -308,7 +324,7 @@ def cmd_anomalies(args):
     plots.save_grid(np.concatenate([x[order[::-1][:n]], x[order[:n]]]), args.out, columns=n,
                     title=f"top: {n} most anomalous test images (-log p(x)); bottom: {n} least")
     path = Path(args.out).with_suffix(".json")
-    callbacks.write_json(path, {"k": args.k, "scores": [float(v) for v in scores],
+    files.write_json(path, {"k": args.k, "scores": [float(v) for v in scores],
                                 "most_anomalous": [int(i) for i in order[::-1][:n]]})
     print(f"-log p(x): median {np.median(scores):.2f}, max {scores.max():.2f} (test image {order[-1]}); "
           f"scores in {path}")
@@ -353,9 +369,28 @@ COMMANDS = {"train": cmd_train, "export": cmd_export, "interpolate": cmd_interpo
             "reconstruct": cmd_reconstruct, "info": cmd_info}
 
 
+def _quiet_tensorflow():
+    """Hide TensorFlow's C++ start-up lines and the converters' chatter; set
+    before TensorFlow is imported (kvae's modules import it lazily)."""
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    import logging
+    import warnings
+
+    warnings.filterwarnings("ignore")
+    for name in ("tensorflow", "absl", "tf2onnx", "h5py"):
+        logging.getLogger(name).setLevel(logging.ERROR)
+
+
+def _os_error(e):
+    what = e.strerror or str(e)
+    where = f" ({e.filename})" if getattr(e, "filename", None) else ""
+    return f"{what}{where}"
+
+
 def main(argv=None):
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     args = _parser().parse_args(argv)
+    if not (args.verbose or os.environ.get("KVAE_VERBOSE") == "1"):
+        _quiet_tensorflow()
     from kvae import data, exporters, runs
 
     try:
@@ -369,8 +404,13 @@ def main(argv=None):
     except FloatingPointError as e:
         print(f"kvae {args.command}: {e}", file=sys.stderr)
         return EXIT_FAILED
+    except OSError as e:  # a full disk, a read-only or vanished directory: what the system said, and where
+        print(f"kvae {args.command}: error: {_os_error(e)}; nothing half-written was left.", file=sys.stderr)
+        return EXIT_FAILED
     except KeyboardInterrupt:
-        hint = f" Resume with: kvae train --resume {args.resume or args.out}" if args.command == "train" else ""
+        hint = ""
+        if args.command == "train" and runs.is_run(args.resume or args.out):
+            hint = f" Resume with: kvae train --resume {args.resume or args.out}"
         print(f"\nkvae {args.command}: interrupted.{hint}", file=sys.stderr)
         return EXIT_INTERRUPTED
 

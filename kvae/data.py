@@ -60,7 +60,8 @@ class Dataset:
 
     def summary(self):
         sizes = ", ".join(f"{k} {len(getattr(self, k)[0])}" for k in ("train", "validation", "test"))
-        return f"{self.name} {self.input_shape} from {self.source}: {sizes}"
+        notes = "".join(f"; {n}" for n in self.notes)
+        return f"{self.name} {self.input_shape} from {self.source}: {sizes}{notes}"
 
 
 # --------------------------------------------------------------- file formats
@@ -216,7 +217,12 @@ def _find_mnist_like(name, data_dir, download):
     if download:
         import keras
 
-        (xtr, ytr), (xte, yte) = getattr(keras.datasets, name).load_data()
+        try:
+            (xtr, ytr), (xte, yte) = getattr(keras.datasets, name).load_data()
+        except Exception as e:  # noqa: BLE001 - urllib, http and file errors all mean "not downloaded"
+            raise DataNotFoundError(f"No {name} data found offline, and the download failed "
+                                    f"({type(e).__name__}: {str(e).splitlines()[0][:200] if str(e) else ''}). "
+                                    f"Put the files into ${ENV_DATA_DIR}/{name}/ (or --data-dir).") from None
         return (xtr, ytr), (xte, yte), "keras.datasets download"
     hint = (
         "Install Debian's package: sudo apt-get install dataset-fashion-mnist, or "
@@ -229,17 +235,34 @@ def _find_mnist_like(name, data_dir, download):
     )
 
 
+def read_amat(path):
+    """One split of Larochelle's binarised MNIST, [N, 28, 28] uint8 0/1, from
+    either form published under the same name: the original whitespace-separated
+    text, or a MATLAB file holding a uint8 array `X` of shape [N, 784]."""
+    path = Path(path)
+    try:
+        with open(path, "rb") as f:
+            matlab = f.read(6) == b"MATLAB"
+        if matlab:
+            from scipy.io import loadmat
+
+            x = loadmat(path)["X"]
+        else:
+            x = np.loadtxt(path, dtype="float32")
+        x = np.asarray(x).reshape(-1, 28, 28)
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise DataError(f"Cannot read {path} as binarised MNIST (text or MATLAB .amat): {e}") from None
+    if x.size and not np.all((x == 0) | (x == 1)):
+        raise DataError(f"{path} should hold only 0 and 1, but holds values in [{x.min():g}, {x.max():g}].")
+    return x.astype("uint8")
+
+
 def _find_binarized_mnist(data_dir, download):
     dirs = [d for d in (data_dir, os.environ.get(ENV_DATA_DIR)) if d]
     for d in dirs:
         folder = Path(d) / "binarized_mnist"
-        if all((folder / f).is_file() for f in AMAT_FILES.values()):
-            splits = {}
-            for split, f in AMAT_FILES.items():
-                try:
-                    splits[split] = np.loadtxt(folder / f, dtype="float32").reshape(-1, 28, 28)
-                except ValueError as e:
-                    raise DataError(f"Cannot read {folder / f}: {e}") from None
+        if all((folder / AMAT_FILES[s]).is_file() for s in ("train", "valid")):
+            splits = {s: read_amat(folder / f) for s, f in AMAT_FILES.items() if (folder / f).is_file()}
             return splits, str(folder)
     tfds_dir = data_dir or os.environ.get("TFDS_DATA_DIR")
     splits = ("train", "validation", "test")
@@ -251,18 +274,105 @@ def _find_binarized_mnist(data_dir, download):
                 "test": prepared["test"][0]}, "TFDS prepared data"
     raise DataNotFoundError(
         "No binarized_mnist data found offline. Put "
-        f"{', '.join(AMAT_FILES.values())} (Larochelle's split) into ${ENV_DATA_DIR}/binarized_mnist/ "
-        "(or pass --data-dir), prepare TFDS's binarized_mnist, or allow a download with --download."
+        f"{', '.join(AMAT_FILES.values())} (Larochelle's split; test optional) into "
+        f"${ENV_DATA_DIR}/binarized_mnist/ (or pass --data-dir), prepare TFDS's binarized_mnist, "
+        "or allow a download with --download."
     )
 
 
 # ------------------------------------------------------------------ loading
-def _to_unit(x):
-    """uint8 (or 0..255 ints) to float32 in [0, 1]; floats as they are."""
+def pixel_scale(arrays, where):
+    """How to bring pixel arrays to [0, 1], decided from their VALUES (all
+    splits together), never from the dtype alone: integers in {0, 1} (binary
+    images stored as uint8, e.g. TFDS's binarized_mnist) are kept, integers in
+    0..255 are divided by 255, floats are kept (the model checks their range).
+    Returns (divisor, note); raises DataError for integers outside 0..255."""
+    arrays = [np.asarray(a) for a in arrays if a is not None]
+    if not arrays or not all(np.issubdtype(a.dtype, np.integer) or a.dtype == bool for a in arrays):
+        return 1.0, None
+    lo = min(int(a.min(initial=0)) for a in arrays)
+    hi = max(int(a.max(initial=0)) for a in arrays)
+    if lo < 0 or hi > 255:
+        raise DataError(f"{where}: integer pixels must lie in 0..255 (or be 0/1), found values in [{lo}, {hi}].")
+    if hi <= 1:
+        return 1.0, "integer pixels with values 0/1: kept as 0/1 (not divided by 255)"
+    return 255.0, "integer pixels 0..255: divided by 255"
+
+
+def _to_unit(x, divisor):
+    return (np.asarray(x).astype("float32") / divisor) if divisor != 1 else np.asarray(x).astype("float32")
+
+
+def labels_array(y, n, where):
+    """Labels as int32 [n], or None: refuses a length that differs from the
+    images', non-integer values (2.5; a float 3.0 is accepted) and negatives."""
+    if y is None:
+        return None
+    y = np.asarray(y)
+    if y.ndim != 1 and not (y.ndim == 2 and y.shape[1] == 1):
+        raise DataError(f"{where}: labels must be one integer per example, got an array of shape {y.shape}.")
+    y = y.reshape(-1)
+    if len(y) != n:
+        raise DataError(f"{where}: {n} examples but {len(y)} labels.")
+    if not (np.issubdtype(y.dtype, np.integer) or np.issubdtype(y.dtype, np.floating) or y.dtype == bool):
+        raise DataError(f"{where}: labels must be integers, got dtype {y.dtype}.")
+    if np.issubdtype(y.dtype, np.floating):
+        bad = ~np.isfinite(y) | (y != np.round(y))
+        if bad.any():
+            i = int(np.argmax(bad))
+            raise DataError(f"{where}: labels must be integers; label {i} is {y[i]!r}.")
+    if y.size and y.min() < 0:
+        i = int(np.argmin(y))
+        raise DataError(f"{where}: labels must be >= 0; label {i} is {y[i]}.")
+    return y.astype("int32")
+
+
+def check(x, y=None, *, input_shape=None, unit_interval=None, num_classes=None, where="the data"):
+    """Raise DataError naming the problem if arrays cannot train a model.
+
+    Checks the WHOLE arrays: per-example shape (if `input_shape`), numeric
+    dtype, NaN/Inf, values in [0, 1] (if `unit_interval` names what needs
+    them, e.g. "the bernoulli likelihood"), and labels (if `num_classes`:
+    present, one per example, integers in [0, num_classes)).
+
+    Args:
+        x: array [N, *input_shape].
+        y: labels [N] or None.
+        input_shape: tuple or None.
+        unit_interval: str or None, what needs values in [0, 1].
+        num_classes: int or None (None: labels are not needed, not checked).
+        where: how to name the data in the message, e.g. "the test split".
+
+    Example:
+        >>> import numpy as np
+        >>> check(np.zeros((2, 3)), unit_interval="the bernoulli likelihood")
+        >>> check(np.full((2, 3), 255.0), unit_interval="the bernoulli likelihood", where="x")
+        Traceback (most recent call last):
+        ...
+        kvae.data.DataError: x: The bernoulli likelihood needs values in [0, 1]; they range over [255, 255]. Scale them (e.g. x / 255).
+    """
     x = np.asarray(x)
-    if x.dtype == np.uint8 or (np.issubdtype(x.dtype, np.integer) and x.max(initial=0) > 1):
-        return x.astype("float32") / 255.0
-    return x.astype("float32")
+    if input_shape is not None and tuple(x.shape[1:]) != tuple(input_shape):
+        raise DataError(f"{where}: Input shape {tuple(x.shape[1:])} (per example) does not match the "
+                        f"model's input_shape {tuple(input_shape)}.")
+    if not (np.issubdtype(x.dtype, np.number) or x.dtype == bool):
+        raise DataError(f"{where}: Inputs must be numeric, got dtype {x.dtype}.")
+    if np.issubdtype(x.dtype, np.floating):
+        finite = np.isfinite(x)
+        if not finite.all():
+            i = int(np.argmin(finite.reshape(len(x), -1).all(axis=1))) if x.ndim > 1 else int(np.argmin(finite))
+            raise DataError(f"{where}: {int((~finite).sum())} NaN or Inf values (the first in example {i}).")
+    if unit_interval and x.size and (x.min() < 0 or x.max() > 1):
+        raise DataError(f"{where}: {unit_interval[0].upper()}{unit_interval[1:]} needs values in [0, 1]; they "
+                        f"range over [{x.min():g}, {x.max():g}]. Scale them (e.g. x / 255).")
+    if num_classes is not None:
+        if y is None:
+            raise DataError(f"{where}: This VAE is conditional (num_classes={num_classes}): pass labels, "
+                            "e.g. fit on (x, labels).")
+        y = labels_array(y, len(x), where)
+        if y.size and y.max() >= num_classes:
+            i = int(np.argmax(y))
+            raise DataError(f"{where}: Labels must be integers in [0, {num_classes}); label {i} is {y[i]}.")
 
 
 def _with_channel(x):
@@ -282,6 +392,10 @@ def _split_off(x, y, fraction, seed):
 def load(name, data_dir=None, download=False, validation_fraction=0.1, seed=0):
     """Load a named dataset, a `.npz` file or a folder of images, as a `Dataset`.
 
+    Pixels are scaled by what they are (see `pixel_scale`), and what was done
+    is recorded in `Dataset.notes`. Labels are checked (one per example,
+    integers >= 0) in every split.
+
     Args:
         name: 'fashion_mnist', 'mnist', 'binarized_mnist', 'digits', or a path
             to a `.npz` file or a folder of images.
@@ -290,11 +404,15 @@ def load(name, data_dir=None, download=False, validation_fraction=0.1, seed=0):
         validation_fraction: share of the training set held out for validation
             (binarized_mnist has its own validation split).
         seed: seeds the validation (and, for user data, test) split.
+
+    Returns:
+        Dataset with float32 splits [N, H, W, C] (or [N, D]) and int32 labels or None.
     """
     if not 0 < validation_fraction < 1:
         raise DataError(f"validation_fraction must be in (0, 1), got {validation_fraction}.")
     path = Path(str(name)).expanduser()
     num_classes = None
+    notes = []
     if name == "digits":
         from sklearn.datasets import load_digits
 
@@ -307,17 +425,23 @@ def load(name, data_dir=None, download=False, validation_fraction=0.1, seed=0):
         num_classes = 10
     elif name == "binarized_mnist":
         splits, source = _find_binarized_mnist(data_dir, download)
-        return Dataset(
-            name, source,
-            train=(_with_channel(_to_unit(splits["train"])), None),
-            validation=(_with_channel(_to_unit(splits["valid"])), None),
-            test=(_with_channel(_to_unit(splits["test"])), None),
-        )
+        divisor, note = pixel_scale(splits.values(), source)
+        notes += [note] if note else []
+        split = {k: _with_channel(_to_unit(v, divisor)) for k, v in splits.items()}
+        if "test" in split:
+            train, validation, test = (split["train"], None), (split["valid"], None), (split["test"], None)
+        else:  # the published valid split is then the one to report on; select on a part of train
+            train, validation = _split_off(split["train"], None, validation_fraction, seed)
+            test = (split["valid"], None)
+            notes.append(f"no test split: validation is {validation_fraction:.0%} of train, "
+                         "and the published valid split serves as the test split")
+        return Dataset(name, source, train=train, validation=validation, test=test, notes=notes)
     elif path.suffix == ".npz":
         if not path.is_file():
             raise DataError(f"No such file: {path}")
         train, test = read_npz(path)
         if test is None:
+            train = (train[0], labels_array(train[1], len(train[0]), f"{path} (y)"))
             train, test = _split_off(*train, 0.1, seed + 1)
         source = str(path)
     elif path.is_dir():
@@ -327,15 +451,18 @@ def load(name, data_dir=None, download=False, validation_fraction=0.1, seed=0):
         raise DataError(
             f"Unknown dataset {name!r}: use one of {', '.join(NAMES)}, a .npz file, or a folder of images."
         )
-    x, y = _with_channel(_to_unit(train[0])), train[1]
+    divisor, note = pixel_scale([train[0], test[0]], source)
+    notes += [note] if note else []
+    x = _with_channel(_to_unit(train[0], divisor))
+    y = labels_array(train[1], len(x), f"{source} (training labels)")
+    y_test = labels_array(test[1], len(test[0]), f"{source} (test labels)")
     if y is not None:
-        y = np.asarray(y).astype("int32")
-        num_classes = num_classes or int(y.max()) + 1
+        num_classes = num_classes or int(max(y.max(initial=0), y_test.max(initial=0) if y_test is not None else 0)) + 1
     train, validation = _split_off(x, y, validation_fraction, seed)
-    test = (_with_channel(_to_unit(test[0])), None if test[1] is None else np.asarray(test[1]).astype("int32"))
+    test = (_with_channel(_to_unit(test[0], divisor)), y_test)
     if test[0].shape[1:] != train[0].shape[1:]:
         raise DataError(f"Train examples have shape {train[0].shape[1:]} but test examples {test[0].shape[1:]}.")
-    return Dataset(str(name), source, train, validation, test, num_classes=num_classes)
+    return Dataset(str(name), source, train, validation, test, num_classes=num_classes, notes=notes)
 
 
 # -------------------------------------------------------------- binarisation

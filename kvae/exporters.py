@@ -56,8 +56,6 @@ class VerificationError(RuntimeError):
 # -------------------------------------------------------------- the source
 def load_source(path):
     """(model, metadata) from a run directory or a `.keras` file."""
-    import keras
-
     import kvae
 
     path = Path(path)
@@ -73,9 +71,9 @@ def load_source(path):
             summary = json.loads((path / "summary.json").read_text())
     elif path.suffix == ".keras" and path.is_file():
         try:
-            model = keras.models.load_model(path)
-        except Exception as e:  # noqa: BLE001 - keras raises many types for bad files
-            raise ExportError(f"Cannot load {path} as a Keras model: {str(e).splitlines()[0][:200]}") from None
+            model = kvae.load_model(path)
+        except ValueError as e:
+            raise ExportError(f"Cannot load {path} as a Keras model: {e}") from None
         if not isinstance(model, kvae.VAE):
             raise ExportError(f"{path} holds a {type(model).__name__}, not a kvae.VAE.")
     else:

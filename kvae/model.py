@@ -423,46 +423,45 @@ class VAE(keras.Model):
     def fit(self, x=None, y=None, *args, validation_data=None, **kwargs):
         self.check_data(x, y)
         if validation_data is not None:
-            self.check_data(*_split_validation(validation_data))
-        return super().fit(x, y, *args, validation_data=validation_data, **kwargs)
+            self.check_data(*_split_validation(validation_data), where="the validation data")
+        return super().fit(x, y, *args, validation_data=validation_data, **_with_progbar(kwargs))
 
     def evaluate(self, x=None, y=None, *args, **kwargs):
         self.check_data(x, y)
-        return super().evaluate(x, y, *args, **kwargs)
+        return super().evaluate(x, y, *args, **_with_progbar(kwargs))
 
-    def check_data(self, x, y=None):
-        """Raise a ValueError naming the problem if data cannot train this model.
+    def check_data(self, x, y=None, where="the inputs"):
+        """Raise a ValueError (`kvae.data.DataError`) naming the problem if data
+        cannot train this model: `kvae.data.check` with this model's shape,
+        likelihood range and classes. Arrays are checked whole; a
+        `tf.data.Dataset` by its first batch."""
+        from kvae import data
 
-        Arrays are checked whole; a `tf.data.Dataset` by its first batch.
-        Checks: per-example shape, NaN/Inf, values in [0, 1] for Bernoulli-type
-        likelihoods, labels present and in range for a conditional model.
-        """
         if isinstance(x, tf.data.Dataset):
             first = next(iter(x.take(1)), None)
             if first is None:
                 raise ValueError("The dataset is empty.")
             x, y, _ = keras.utils.unpack_x_y_sample_weight(first)
+            where = f"{where} (first batch of the dataset)"
         if x is None or not hasattr(x, "shape"):
             return  # generators, PyDatasets: the step checks shapes when it traces
-        x = np.asarray(x)
-        if tuple(x.shape[1:]) != self.data_shape:
-            raise ValueError(
-                f"Input shape {tuple(x.shape[1:])} (per example) does not match the "
-                f"model's input_shape {self.data_shape}."
-            )
-        if not np.issubdtype(x.dtype, np.number):
-            raise ValueError(f"Inputs must be numeric, got dtype {x.dtype}.")
-        if not np.all(np.isfinite(x)):
-            raise ValueError(f"The inputs contain {np.sum(~np.isfinite(x))} NaN or Inf values.")
-        if self.likelihood.unit_interval and x.size and (x.min() < 0 or x.max() > 1):
-            raise ValueError(
-                f"The {self.likelihood.name} likelihood needs values in [0, 1]; the inputs "
-                f"range over [{x.min():g}, {x.max():g}]. Scale them (e.g. x / 255)."
-            )
-        if self.conditional:
-            if y is None:
-                self._one_hot(None)
-            self._check_labels(y)
+        unit = f"the {self.likelihood.name} likelihood" if self.likelihood.unit_interval else None
+        data.check(np.asarray(x), None if y is None else np.asarray(y), input_shape=self.data_shape,
+                   unit_interval=unit, num_classes=self.num_classes, where=where)
+
+
+def _with_progbar(kwargs):
+    """kwargs with kvae's ProgbarLogger (step counts that do not overshoot
+    with steps_per_execution > 1) unless the caller passes a progress bar or verbose=0."""
+    from kvae import callbacks as kcallbacks
+
+    if isinstance(kwargs.get("callbacks"), keras.callbacks.CallbackList):
+        return kwargs  # fit's own validation pass: its list is made already
+    callbacks = list(kwargs.get("callbacks") or [])
+    if kwargs.get("verbose", "auto") != 0 and not any(
+            isinstance(c, keras.callbacks.ProgbarLogger) for c in callbacks):
+        kwargs = dict(kwargs, callbacks=callbacks + [kcallbacks.ProgbarLogger()])
+    return kwargs
 
 
 def _multi_worker(strategy):

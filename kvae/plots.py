@@ -9,11 +9,11 @@ notebooks, so every picture kvae makes comes from here. Figures are built with
 
 import csv
 import math
-import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
+
+from kvae import files
 
 
 def _figure(figsize):
@@ -26,10 +26,8 @@ def _save(fig, path):
     """Write atomically: a killed process never leaves half a PNG."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(suffix=".png", dir=path.parent)
-    os.close(fd)
-    fig.savefig(tmp, dpi=100, bbox_inches="tight")
-    os.replace(tmp, path)
+    with files.atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=100, bbox_inches="tight", format=path.suffix.lstrip(".") or "png")
 
 
 def grid_image(images, columns=None, pad=1):

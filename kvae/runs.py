@@ -10,21 +10,42 @@ RUN_DIR/
   images/              samples_epoch_NNN.png, reconstructions_epoch_NNN.png
   tensorboard/         TensorBoard logs
   summary.json         test metrics and wall time, when training ends
+
+Trust rules, each tested by fault injection (tests/test_faults.py):
+  - nothing on disk changes until the config, the data (every split, whole)
+    and the model have been validated; `--force` deletes the old run only then;
+  - one process per run directory (an exclusive lock on the directory);
+  - every file is written whole or not at all (kvae.files), and a failed or
+    interrupted new run that finished no epoch leaves no directory behind;
+  - `--resume` refuses a missing or corrupt state.json or config.json, and
+    flags that would change the run, naming them.
 """
 
 import contextlib
 import csv
+import dataclasses
+import io
 import json
 import math
+import os
 import shutil
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from kvae import callbacks as kcallbacks
 from kvae import data as kdata
+from kvae import files
 
 CONFIG_FILE = "config.json"
+STATE_FILE = "state.json"
+#: settings that may change when a run is resumed (everything else is the run)
+RESUMABLE = ("epochs", "data_dir", "download")
+_FLAGS = {"learning_rate": "--lr"}
+
+
+def flag(field):
+    """The command-line flag of a TrainConfig field, e.g. 'learning_rate' -> '--lr'."""
+    return _FLAGS.get(field, "--" + field.replace("_", "-"))
 
 
 class RunError(ValueError):
@@ -62,6 +83,11 @@ class TrainConfig:
     seed: int = 0
 
     def validate(self):
+        finite = [f"{flag(k)} must be a finite number, got {getattr(self, k)}"
+                  for k in ("beta", "learning_rate", "free_bits", "capacity_gamma", "max_capacity")
+                  if not math.isfinite(getattr(self, k))]
+        if finite:
+            raise RunError(finite[0])
         checks = [
             (self.epochs >= 1, f"--epochs must be >= 1, got {self.epochs}"),
             (self.latent_dim >= 1, f"--latent-dim must be >= 1, got {self.latent_dim}"),
@@ -87,6 +113,28 @@ class TrainConfig:
             if not ok:
                 raise RunError(message)
 
+    @classmethod
+    def from_dict(cls, raw, where="the config"):
+        """A validated TrainConfig from a dict (config.json's "train"): unknown
+        keys, wrong types and invalid values raise RunError naming `where`."""
+        if not isinstance(raw, dict):
+            raise RunError(f"{where}: expected an object of settings, got {type(raw).__name__}.")
+        fields = {f.name: f for f in dataclasses.fields(cls)}
+        unknown = sorted(set(raw) - set(fields))
+        if unknown:
+            raise RunError(f"{where}: unknown setting(s) {', '.join(map(repr, unknown))}.")
+        for key, value in raw.items():
+            f = fields[key]
+            if not _type_ok(value, f.type, nullable=f.default is None):
+                raise RunError(f"{where}: {key!r} must be {f.type.__name__}"
+                               f"{' or null' if f.default is None else ''}, got {value!r}.")
+        cfg = cls(**raw)
+        try:
+            cfg.validate()
+        except RunError as e:
+            raise RunError(f"{where}: {e}") from None
+        return cfg
+
     @property
     def binarization(self):
         if self.binarize:
@@ -94,10 +142,36 @@ class TrainConfig:
         return "dynamic" if self.likelihood in ("bernoulli", "continuous_bernoulli") else "none"
 
 
+def _type_ok(value, kind, nullable):
+    if value is None:
+        return nullable
+    if kind is bool:
+        return isinstance(value, bool)
+    if kind is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if kind is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    return isinstance(value, kind)
+
+
 # ------------------------------------------------------------------ data
 def prepare_data(cfg):
-    """The dataset of a run, binarised as configured: (Dataset, train_x)."""
+    """The dataset of a run, checked whole (every split) and binarised as configured.
+
+    Raises DataError before anything is trained: NaN/Inf anywhere, values
+    outside [0, 1] for a Bernoulli-type likelihood or any binarisation, labels
+    out of range for a conditional run.
+    """
+    from kvae import distributions
+
     ds = kdata.load(cfg.dataset, data_dir=cfg.data_dir, download=cfg.download, seed=cfg.seed)
+    likelihood = distributions.get_likelihood(cfg.likelihood)
+    unit = (f"the {likelihood.name} likelihood" if likelihood.unit_interval
+            else f"--binarize {cfg.binarization}" if cfg.binarization != "none" else None)
+    for split in ("train", "validation", "test"):
+        x, y = getattr(ds, split)
+        kdata.check(x, y, unit_interval=unit, num_classes=ds.num_classes if cfg.conditional else None,
+                    where=f"{ds.source}, {split} split")
     mode = cfg.binarization
     # Validation and test get one fixed draw, so their ELBO is comparable across epochs.
     fixed = "static" if mode == "dynamic" else mode
@@ -147,19 +221,28 @@ def is_run(path):
     return (Path(path) / CONFIG_FILE).exists()
 
 
+def _read_json(path, what):
+    try:
+        return json.loads(Path(path).read_text())
+    except (OSError, ValueError) as e:
+        raise RunError(f"{path} is unreadable or truncated ({e}); {what}") from None
+
+
 def load_config(run_dir):
+    """The run's validated TrainConfig (RunError naming the file and the key otherwise)."""
     run_dir = Path(run_dir)
     if not is_run(run_dir):
         raise RunError(f"{run_dir} is not a kvae run directory (no {CONFIG_FILE}).")
-    raw = json.loads((run_dir / CONFIG_FILE).read_text())
-    return TrainConfig(**raw["train"])
+    path = run_dir / CONFIG_FILE
+    raw = _read_json(path, "it records how the run was made, so the run cannot be used.")
+    if not isinstance(raw, dict) or "train" not in raw:
+        raise RunError(f"{path} has no \"train\" settings; it is not a kvae run's config.")
+    return TrainConfig.from_dict(raw["train"], where=str(path))
 
 
 def load_model(run_dir, which="best"):
     """The run's `best` (or `last`) model."""
-    import keras
-
-    import kvae  # noqa: F401 - registers the classes
+    import kvae
 
     run_dir = Path(run_dir)
     if not is_run(run_dir):
@@ -169,11 +252,34 @@ def load_model(run_dir, which="best"):
         path = run_dir / "last.keras"
     if not path.exists():
         raise RunError(f"{run_dir} has no checkpoint yet (no finished epoch).")
-    return keras.models.load_model(path)
+    try:
+        return kvae.load_model(path)
+    except ValueError as e:
+        raise RunError(str(e)) from None
+
+
+def read_state(run_dir):
+    """state.json, validated: {"epochs_done": int >= 0, ...}. A run that has
+    no state.json and no checkpoint has finished no epoch."""
+    run_dir = Path(run_dir)
+    path = run_dir / STATE_FILE
+    if not path.exists():
+        if (run_dir / "last.keras").exists():
+            raise RunError(f"{path} is missing, so which epochs finished is unknown; refusing to resume "
+                           "(it would overwrite the run). Restore it, or start a new run with --out.")
+        return {"epochs_done": 0}
+    state = _read_json(path, "refusing to resume (it would overwrite the run).")
+    done = state.get("epochs_done") if isinstance(state, dict) else None
+    if not isinstance(done, int) or isinstance(done, bool) or done < 0:
+        raise RunError(f"{path} does not hold a valid state (expected {{\"epochs_done\": N, ...}} with N >= 0); "
+                       "refusing to resume.")
+    if done > 0 and not (run_dir / "last.keras").exists():
+        raise RunError(f"{path} says {done} epochs finished, but {run_dir / 'last.keras'} is missing.")
+    return state
 
 
 def _truncate_metrics(run_dir, epochs_done):
-    """Keep only the rows of finished epochs (a crash may leave one more)."""
+    """Keep only the rows of finished epochs (a crash may leave one more, or half a row)."""
     path = Path(run_dir) / "metrics.csv"
     if not path.exists():
         return
@@ -181,9 +287,14 @@ def _truncate_metrics(run_dir, epochs_done):
         rows = list(csv.reader(f))
     if not rows:
         return
-    kept = [rows[0]] + [r for r in rows[1:] if r and int(r[0]) < epochs_done]
-    with open(path, "w", newline="") as f:
-        csv.writer(f).writerows(kept)
+    kept, seen = [rows[0]], set()
+    for r in rows[1:]:
+        if len(r) == len(rows[0]) and r[0].isdigit() and int(r[0]) < epochs_done and r[0] not in seen:
+            kept.append(r)
+            seen.add(r[0])
+    out = io.StringIO()
+    csv.writer(out).writerows(kept)
+    files.write_text(path, out.getvalue())
 
 
 def _setup_runtime(cfg):
@@ -199,61 +310,178 @@ def _setup_runtime(cfg):
     keras.config.set_dtype_policy("float32" if cfg.mixed_precision == "none" else cfg.mixed_precision)
 
 
-def train(cfg, run_dir, force=False, resume=False, verbose=1, log=print):
-    """Train (or resume) a run; returns the summary dict written to summary.json.
+def _lock(run_dir):
+    try:
+        return files.RunLock(run_dir, "another kvae process")
+    except files.LockedError as e:
+        raise RunError(str(e)) from None
 
-    Raises RunError or kdata errors for bad input, before any training step.
-    """
-    import keras
 
-    run_dir = Path(run_dir)
-    if resume:
-        cfg_saved = load_config(run_dir)
-        if cfg.epochs is not None:  # an explicit --epochs sets the new total
-            if cfg.epochs < 1:
-                raise RunError(f"--epochs must be >= 1, got {cfg.epochs}")
-            cfg_saved.epochs = cfg.epochs
-        cfg = cfg_saved
-    else:
-        cfg.validate()
-        if run_dir.exists() and any(run_dir.iterdir()):
-            if not force:
-                raise RunError(f"{run_dir} already holds files; use --force to replace them, "
-                               "--resume to continue that run, or another --out.")
-            shutil.rmtree(run_dir)
-    _setup_runtime(cfg)
-    ds = prepare_data(cfg)
-    log(f"data: {ds.summary()}; binarisation: {cfg.binarization}")
-    strategy = _strategy(cfg.strategy)
-    scope = strategy.scope() if strategy else contextlib.nullcontext()
-    state = kcallbacks.read_state(run_dir) if resume else {"epochs_done": 0}
-    with scope:
-        if resume:
-            model = load_model(run_dir, "last")
-            log(f"resuming {run_dir} after epoch {state['epochs_done']} of {cfg.epochs}")
-            _truncate_metrics(run_dir, state["epochs_done"])
+def _claim_new(run_dir, force):
+    """Create (or take) `run_dir` for a new run and lock it, deleting nothing.
+    Returns (lock, directories this call created)."""
+    if run_dir.exists() and not run_dir.is_dir():
+        raise RunError(f"--out {run_dir} is a file, not a directory.")
+    if run_dir.is_dir() and any(run_dir.iterdir()) and not force:
+        raise RunError(f"{run_dir} already holds files; use --force to replace them, "
+                       "--resume to continue that run, or another --out.")
+    created = []
+    try:
+        for d in [*reversed(run_dir.parents), run_dir]:
+            if not d.exists():
+                d.mkdir()
+                created.append(d)
+        if not os.access(run_dir, os.W_OK | os.X_OK):
+            raise PermissionError(13, "not writable (read-only file system or no permission)")
+    except OSError as e:
+        _remove_created(created)
+        raise RunError(f"cannot create the run directory --out {run_dir}: {e.strerror or e}.") from None
+    try:
+        return _lock(run_dir), created
+    except RunError:
+        _remove_created(created)
+        raise
+
+
+def _remove_created(created):
+    for d in reversed(created):
+        shutil.rmtree(d, ignore_errors=True)
+
+
+def _empty(run_dir):
+    for p in run_dir.iterdir():
+        if p.is_dir() and not p.is_symlink():
+            shutil.rmtree(p)
         else:
-            model, optimizer = build_model(cfg, ds)
-            # more steps per execution than an epoch has would confuse the progress bar
-            steps = math.ceil(len(ds.train[0]) / cfg.batch_size)
-            model.compile(optimizer=optimizer, steps_per_execution=min(cfg.steps_per_execution, steps))
-    if state["epochs_done"] >= cfg.epochs:
-        log(f"{run_dir} already finished its {cfg.epochs} epochs; pass --epochs N to train further.")
-    if not resume:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        import kvae
+            p.unlink()
 
-        kcallbacks.write_json(run_dir / CONFIG_FILE, {
-            "kvae_version": kvae.__version__, "train": asdict(cfg), "model": model.get_config(),
-            "data": {"name": ds.name, "source": ds.source, "input_shape": list(ds.input_shape),
-                     "num_classes": ds.num_classes},
-        })
-    else:  # a longer --epochs on resume is remembered
+
+def _write_config(run_dir, cfg, model, ds):
+    import kvae
+
+    files.write_json(run_dir / CONFIG_FILE, {
+        "kvae_version": kvae.__version__, "train": asdict(cfg), "model": model.get_config(),
+        "data": {"name": ds.name, "source": ds.source, "input_shape": list(ds.input_shape),
+                 "num_classes": ds.num_classes, "notes": ds.notes},
+    })
+
+
+def _new_model(cfg, ds):
+    model, optimizer = build_model(cfg, ds)
+    # more steps per execution than an epoch has would confuse the progress bar
+    steps = math.ceil(len(ds.train[0]) / cfg.batch_size)
+    model.compile(optimizer=optimizer, steps_per_execution=min(cfg.steps_per_execution, steps))
+    return model
+
+
+def train(cfg, run_dir, force=False, verbose=1, log=print):
+    """Train a new run into `run_dir`; returns the summary dict written to summary.json.
+
+    Everything is validated (config, every data split, the model) before the
+    disk changes; with `force` an existing run is deleted only then. If this
+    call fails or is interrupted before its first epoch finishes, it removes
+    what it wrote (a new directory entirely), so the command can simply be run
+    again. Raises RunError or kdata errors for bad input.
+    """
+    cfg.validate()
+    run_dir = Path(run_dir)
+    lock, created = _claim_new(run_dir, force)
+    wrote = False
+    try:
+        _setup_runtime(cfg)
+        ds = prepare_data(cfg)
+        log(f"data: {ds.summary()}; binarisation: {cfg.binarization}")
+        strategy = _strategy(cfg.strategy)
+        with strategy.scope() if strategy else contextlib.nullcontext():
+            model = _new_model(cfg, ds)
+        # Validated: only now may the old run go.
+        if force:
+            _empty(run_dir)
+        wrote = True
+        _write_config(run_dir, cfg, model, ds)
+        files.write_json(run_dir / STATE_FILE, {"epochs_done": 0})
+        return _fit(cfg, run_dir, ds, model, {"epochs_done": 0}, verbose, log)
+    except BaseException:
+        if wrote and not _epochs_done(run_dir):
+            if created:
+                _remove_created(created)
+            else:
+                _empty(run_dir)
+        elif created and not wrote:
+            _remove_created(created)
+        raise
+    finally:
+        lock.release()
+
+
+def _epochs_done(run_dir):
+    try:
+        return json.loads((Path(run_dir) / STATE_FILE).read_text()).get("epochs_done", 0)
+    except (OSError, ValueError, AttributeError):
+        return 0
+
+
+def resume_config(run_dir, changes=None):
+    """The run's saved config with `changes` ({field: value}) applied.
+
+    Only `RESUMABLE` fields may change (epochs: the new total; data_dir and
+    download: where the same data is found). Any other field given with a value
+    that differs from the run's raises RunError naming every such flag; equal
+    values are accepted, so a command can be repeated with --resume added.
+    """
+    cfg = load_config(run_dir)
+    refused = []
+    for key, value in (changes or {}).items():
+        if key not in TrainConfig.__dataclass_fields__:
+            raise RunError(f"unknown setting {key!r}")
+        if key in RESUMABLE:
+            setattr(cfg, key, value)
+        elif getattr(cfg, key) != value:
+            refused.append(f"{flag(key)} {value} (the run has {getattr(cfg, key)})")
+    if refused:
+        raise RunError(f"--resume continues {run_dir} as recorded in its {CONFIG_FILE}; these flags would "
+                       f"change the run and cannot be given on resume: {'; '.join(refused)}. "
+                       "Start a new run with --out to change them.")
+    cfg.validate()
+    return cfg
+
+
+def resume(run_dir, changes=None, verbose=1, log=print):
+    """Continue a run from its last finished epoch (see `resume_config` for
+    `changes`); returns the summary dict. Data order and binarisation depend
+    only on (seed, epoch), so the result equals an uninterrupted run's."""
+    run_dir = Path(run_dir)
+    cfg = resume_config(run_dir, changes)
+    lock = _lock(run_dir)
+    try:
+        state = read_state(run_dir)
+        for p in files.sweep(run_dir, recursive=True):
+            log(f"removed {p.name}, left by a killed process")
+        _setup_runtime(cfg)
+        ds = prepare_data(cfg)
+        log(f"data: {ds.summary()}; binarisation: {cfg.binarization}")
+        strategy = _strategy(cfg.strategy)
+        with strategy.scope() if strategy else contextlib.nullcontext():
+            # no finished epoch: the same seed rebuilds the same initial model
+            model = load_model(run_dir, "last") if state["epochs_done"] else _new_model(cfg, ds)
+        log(f"resuming {run_dir} after epoch {state['epochs_done']} of {cfg.epochs}")
+        if state["epochs_done"] >= cfg.epochs:
+            log(f"{run_dir} already finished its {cfg.epochs} epochs; pass --epochs N to train further.")
+        _truncate_metrics(run_dir, state["epochs_done"])
         raw = json.loads((run_dir / CONFIG_FILE).read_text())
-        raw["train"]["epochs"] = cfg.epochs
-        kcallbacks.write_json(run_dir / CONFIG_FILE, raw)
+        if raw["train"] != asdict(cfg):
+            raw["train"] = asdict(cfg)
+            files.write_json(run_dir / CONFIG_FILE, raw)
+        return _fit(cfg, run_dir, ds, model, state, verbose, log)
+    finally:
+        lock.release()
 
+
+def _fit(cfg, run_dir, ds, model, state, verbose, log):
+    import keras
     import tensorflow as tf
+
+    from kvae import callbacks as kcallbacks
 
     epoch = tf.Variable(state["epochs_done"], dtype=tf.int64, trainable=False)
     train_ds, val_ds = _pipelines(cfg, ds, model, epoch)
@@ -277,7 +505,7 @@ def train(cfg, run_dir, force=False, resume=False, verbose=1, log=print):
     model.fit(train_ds, validation_data=val_ds, epochs=cfg.epochs, initial_epoch=state["epochs_done"],
               callbacks=cbs, verbose=verbose, shuffle=False)  # the pipeline shuffles
     elapsed = time.perf_counter() - start
-    state = kcallbacks.read_state(run_dir)
+    state = read_state(run_dir)
     if "stopped_on_nan_at_epoch" in state:
         kept = (f"The last good checkpoint (epoch {state['epochs_done']}) is {run_dir / 'last.keras'}."
                 if state["epochs_done"] else "No epoch finished, so there is no checkpoint.")
@@ -287,7 +515,7 @@ def train(cfg, run_dir, force=False, resume=False, verbose=1, log=print):
         )
     summary = evaluate(run_dir, ds=ds, model=load_model(run_dir, "best"))
     summary.update(train_seconds=round(elapsed, 1), epochs_done=state["epochs_done"])
-    kcallbacks.write_json(run_dir / "summary.json", summary)
+    files.write_json(run_dir / "summary.json", summary)
     return summary
 
 
