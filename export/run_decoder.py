@@ -8,6 +8,7 @@ image grid. Needs only numpy plus ai-edge-litert (for .tflite) or onnxruntime
 
 import argparse
 import json
+import os
 import struct
 import sys
 import zlib
@@ -23,6 +24,15 @@ class Decoder:
         self.path = Path(path)
         if not self.path.is_file():
             raise SystemExit(f"run_decoder: no such file: {path}")
+        try:
+            self._load()
+        except SystemExit:
+            raise
+        except Exception as e:  # noqa: BLE001 - the runtimes raise many types for a bad file
+            first = str(e).strip().splitlines()[0][:200] if str(e).strip() else type(e).__name__
+            raise SystemExit(f"run_decoder: {self.path} is not a kvae decoder this runtime can load: {first}")
+
+    def _load(self):
         if self.path.suffix == ".tflite":
             from ai_edge_litert.interpreter import Interpreter
 
@@ -75,8 +85,15 @@ def write_png(path, image, scale=4):
         return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
 
     header = struct.pack(">IIBBBBB", width, height, 8, color_type, 0, 0, 0)
-    Path(path).write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(raw, 9))
-                           + chunk(b"IEND", b""))
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")  # whole or absent
+    try:
+        tmp.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(raw, 9))
+                        + chunk(b"IEND", b""))
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
 
 
 def prior_name(model_path):

@@ -8,6 +8,7 @@ out (exit code 2 for bad input, no traceback).
 import argparse
 import json
 import os
+import re
 import sys
 from pathlib import Path
 
@@ -369,16 +370,39 @@ COMMANDS = {"train": cmd_train, "export": cmd_export, "interpolate": cmd_interpo
             "reconstruct": cmd_reconstruct, "info": cmd_info}
 
 
+#: TensorFlow's C++ start-up lines: absl prints them before it reads any setting,
+#: so TF_CPP_MIN_LOG_LEVEL cannot hide them (e.g. "I0000 00:00:17.. 42 port.cc:153] oneDNN ...")
+_CHATTER = re.compile(r"^(WARNING: All log messages before absl::InitializeLog\(\)|"
+                      r"[IWE]\d{4} [\d:.]+\s+\d+ [\w.]+:\d+\]|"
+                      r"To enable the following instructions: .* rebuild TensorFlow)")
+
+
 def _quiet_tensorflow():
-    """Hide TensorFlow's C++ start-up lines and the converters' chatter; set
-    before TensorFlow is imported (kvae's modules import it lazily)."""
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    """Import TensorFlow with its C++ start-up lines filtered out, and quieten
+    the converters' logging. Lines that are not start-up chatter pass through."""
     import logging
+    import tempfile
     import warnings
 
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     warnings.filterwarnings("ignore")
     for name in ("tensorflow", "absl", "tf2onnx", "h5py"):
         logging.getLogger(name).setLevel(logging.ERROR)
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as capture:
+        os.dup2(capture.fileno(), 2)
+        try:
+            import tensorflow as tf
+
+            tf.config.list_physical_devices()  # device start-up talks too
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+        capture.seek(0)
+        for line in capture.read().decode(errors="replace").splitlines():
+            if line.strip() and not _CHATTER.match(line):
+                print(line, file=sys.stderr)
 
 
 def _os_error(e):
@@ -389,7 +413,7 @@ def _os_error(e):
 
 def main(argv=None):
     args = _parser().parse_args(argv)
-    if not (args.verbose or os.environ.get("KVAE_VERBOSE") == "1"):
+    if args.command != "info" and not (args.verbose or os.environ.get("KVAE_VERBOSE") == "1"):
         _quiet_tensorflow()
     from kvae import data, exporters, runs
 

@@ -288,7 +288,11 @@ def pixel_scale(arrays, where):
     0..255 are divided by 255, floats are kept (the model checks their range).
     Returns (divisor, note); raises DataError for integers outside 0..255."""
     arrays = [np.asarray(a) for a in arrays if a is not None]
-    if not arrays or not all(np.issubdtype(a.dtype, np.integer) or a.dtype == bool for a in arrays):
+    integer = [np.issubdtype(a.dtype, np.integer) or a.dtype == bool for a in arrays]
+    if any(integer) and not all(integer):
+        raise DataError(f"{where}: some splits hold integer pixels and others floats "
+                        f"({', '.join(str(a.dtype) for a in arrays)}); give every split the same scale.")
+    if not arrays or not all(integer):
         return 1.0, None
     lo = min(int(a.min(initial=0)) for a in arrays)
     hi = max(int(a.max(initial=0)) for a in arrays)

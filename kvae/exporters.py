@@ -23,7 +23,6 @@ exceeds its tolerance.
 
 import json
 import os
-import shutil
 import subprocess
 import sys
 import tempfile
@@ -32,6 +31,8 @@ import time
 from pathlib import Path
 
 import numpy as np
+
+from kvae import files
 
 FORMATS = ("savedmodel", "tflite", "onnx")
 TFLITE_VARIANTS = ("float32", "float16", "dynamic_int8", "int8")
@@ -360,17 +361,13 @@ def export(source, out_dir, formats=FORMATS, force=False, model_name="kvae", ver
     model, metadata = load_source(source)
 
     out_dir.parent.mkdir(parents=True, exist_ok=True)
-    work = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.partial-", dir=out_dir.parent))
-    try:
-        report = _export_into(model, metadata, work, formats, model_name, int(version), num_check, seed,
-                              tflite_variants, log)
-        if out_dir.exists():
-            shutil.rmtree(out_dir)
-        os.replace(work, out_dir)  # the whole directory appears at once
-    except BaseException:
-        shutil.rmtree(work, ignore_errors=True)
-        raise
-    return report
+    for p in files.sweep(out_dir.parent):  # what a killed export left (its process is gone)
+        log(f"removed {p.name}, left by a killed process")
+    # Built in a hidden sibling directory, which replaces out_dir whole only if
+    # every artifact passed its check; on any failure or interrupt it is removed.
+    with files.atomic_path(out_dir, directory=True) as work:
+        return _export_into(model, metadata, work, formats, model_name, int(version), num_check, seed,
+                            tflite_variants, log)
 
 
 def _export_into(model, metadata, work, formats, model_name, version, num_check, seed, tflite_variants, log):
