@@ -5,15 +5,15 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 
-.PHONY: demo test quick install bench clean
+.PHONY: demo test quick install bench clean constraints test-other-python
 SUDO        := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 DEMO_EPOCHS ?= 30
 DEMO_RUN    ?= runs/demo
 
-$(STAMP): setup.cfg pyproject.toml
+$(STAMP): setup.cfg pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[dev,export]'
+	$(PY) -m pip install --quiet -c constraints.txt -e '.[all,dev]'
 	touch $(STAMP)
 
 install: $(STAMP)
@@ -34,7 +34,25 @@ quick: $(STAMP)
 	$(PY) -m pytest -q -m "not slow" -x
 
 clean:
-	rm -rf $(VENV) build *.egg-info .pytest_cache
+	rm -rf $(VENV) $(OTHER_VENV) build *.egg-info .pytest_cache
+
+## make constraints: record the exact installed set (after changing setup.cfg and testing it)
+constraints: $(STAMP)
+	{ echo "# The exact set kvae's tests ran with (Python 3.11, Linux x86_64): \`make\` installs with -c constraints.txt."; \
+	  echo "# Regenerate after changing setup.cfg: make constraints"; \
+	  $(PY) -m pip freeze --exclude-editable | grep -v '^kvae'; } > constraints.txt
+
+## make test-other-python: kvae with NO extras on another Python (default 3.12): the core installs
+## from setup.cfg's ranges alone, and a model trains, saves and reloads without the optional packages
+OTHER_PYTHON ?= $(shell for c in python3.12 $$HOME/.pyenv/versions/3.12*/bin/python3.12 /usr/bin/python3.12; do \
+                    $$c -c 'import venv' >/dev/null 2>&1 && { echo $$c; break; }; done)
+OTHER_VENV   := .venv-other
+test-other-python:
+	@if [ -z "$(OTHER_PYTHON)" ]; then echo "test-other-python: no python3.12 on this machine (set OTHER_PYTHON=...): skipped"; exit 0; fi; \
+	set -e; $(OTHER_PYTHON) -m venv $(OTHER_VENV); \
+	$(OTHER_VENV)/bin/python -m pip install --quiet --upgrade pip; \
+	$(OTHER_VENV)/bin/python -m pip install --quiet -e . pytest; \
+	KVAE_CORE_ONLY=1 $(OTHER_VENV)/bin/python -m pytest -q -p no:cacheprovider tests/test_core_install.py
 
 ## make bench: the throughput benchmark against the PyTorch reference (installs torch==2.13.0 CPU)
 bench: $(STAMP)

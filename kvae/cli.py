@@ -110,8 +110,9 @@ def _parser():
     x = add("export", help="export the decoder: SavedModel, TFLite, ONNX, each verified")
     x.add_argument("source", help="a run directory or a .keras file")
     x.add_argument("--format", default="savedmodel,tflite,onnx", help="comma-separated: savedmodel,tflite,onnx")
-    x.add_argument("--tflite-variants", default="float32,float16,dynamic_int8,int8",
-                   help="comma-separated TFLite variants to write")
+    x.add_argument("--tflite-variants",
+                   help="comma-separated, from float32,float16,dynamic_int8,int8 (default: all four; "
+                        "float32,float16 for a continuous Bernoulli decoder)")
     x.add_argument("--out", required=True, help="directory to create")
     x.add_argument("--force", action="store_true", help="replace an existing --out")
     x.add_argument("--model-name", default="kvae", help="TF Serving model name (savedmodel/NAME/VERSION)")
@@ -257,7 +258,8 @@ def cmd_export(args):
 
     formats = [f.strip() for f in args.format.split(",") if f.strip()]
     print(f"exporting {args.source} -> {args.out} ({', '.join(formats)}); verifying each artifact:")
-    variants = [v.strip() for v in args.tflite_variants.split(",") if v.strip()]
+    variants = None if args.tflite_variants is None else [v.strip() for v in args.tflite_variants.split(",")
+                                                            if v.strip()]
     report = exporters.export(args.source, args.out, formats=formats, force=args.force,
                               model_name=args.model_name, version=args.model_version, tflite_variants=variants)
     print(exporters.format_report(report))
@@ -415,14 +417,14 @@ def main(argv=None):
     args = _parser().parse_args(argv)
     if args.command != "info" and not (args.verbose or os.environ.get("KVAE_VERBOSE") == "1"):
         _quiet_tensorflow()
-    from kvae import data, exporters, runs
+    from kvae import data, exporters, extras, runs
 
     try:
         return COMMANDS[args.command](args)
     except exporters.VerificationError as e:
         print(f"kvae {args.command}: verification failed: {e}", file=sys.stderr)
         return EXIT_FAILED
-    except (runs.RunError, data.DataError, data.DataNotFoundError, ValueError) as e:
+    except (runs.RunError, data.DataError, data.DataNotFoundError, ValueError, extras.MissingExtraError) as e:
         print(f"kvae {args.command}: error: {e}", file=sys.stderr)
         return EXIT_BAD_INPUT
     except FloatingPointError as e:

@@ -22,6 +22,8 @@ from pathlib import Path
 
 import numpy as np
 
+from kvae.extras import require
+
 NAMES = ("fashion_mnist", "mnist", "binarized_mnist", "digits")
 BINARIZE = ("none", "threshold", "static", "dynamic")
 ENV_DATA_DIR = "KVAE_DATA_DIR"
@@ -115,7 +117,8 @@ def read_npz(path):
 def read_image_folder(path):
     """All images below `path`, which must share one size. Images in
     sub-folders get the sub-folder's (sorted) index as their label."""
-    from PIL import Image, UnidentifiedImageError
+    pil = require("PIL.Image", "data", "Reading image folders")
+    Image, UnidentifiedImageError = pil, pil.UnidentifiedImageError
 
     path = Path(path)
     files = sorted(p for p in path.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
@@ -153,8 +156,13 @@ def _keras_cache():
 
 def _tfds_load(name, data_dir, splits=("train", "test"), download=False):
     """Prepared TFDS data as {split: (images, labels or None)} numpy arrays, or
-    None if it is not prepared there (and download is off)."""
-    import tensorflow_datasets as tfds
+    None if it is not prepared there (and download is off) or TFDS is not installed."""
+    try:
+        import tensorflow_datasets as tfds
+    except ImportError:
+        if download:
+            require("tensorflow_datasets", "data", f"Downloading {name}")
+        return None
 
     try:
         datasets = tfds.load(name, split=list(splits), data_dir=data_dir, download=download)
@@ -244,9 +252,7 @@ def read_amat(path):
         with open(path, "rb") as f:
             matlab = f.read(6) == b"MATLAB"
         if matlab:
-            from scipy.io import loadmat
-
-            x = loadmat(path)["X"]
+            x = require("scipy.io", "data", "Reading MATLAB .amat files").loadmat(path)["X"]
         else:
             x = np.loadtxt(path, dtype="float32")
         x = np.asarray(x).reshape(-1, 28, 28)
@@ -418,9 +424,7 @@ def load(name, data_dir=None, download=False, validation_fraction=0.1, seed=0):
     num_classes = None
     notes = []
     if name == "digits":
-        from sklearn.datasets import load_digits
-
-        d = load_digits()
+        d = require("sklearn.datasets", "data", "The digits dataset").load_digits()
         x, y = (d.images / 16.0).astype("float32")[..., None], d.target.astype("int32")
         (train, test) = _split_off(x, y, 0.2, seed)
         source, num_classes = "scikit-learn (bundled)", 10

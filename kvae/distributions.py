@@ -264,7 +264,16 @@ class ContinuousBernoulli(Likelihood):
         )
 
     def mean(self, params):
-        return tfd.ContinuousBernoulli(logits=_f32(params)).mean()
+        """E[x|z] = 1 / (1 - exp(-eta)) - 1 / eta for logit eta, and its Taylor
+        series 1/2 + eta/12 - eta^3/720 for |eta| < 0.1 (truncation < 4e-10),
+        where the two terms cancel. Within 4e-6 of the float64 value (TFP's
+        `mean()` agrees as closely), but written with ops every runtime has:
+        TFP's uses expm1, which tf2onnx exports as an op onnxruntime lacks."""
+        eta = _f32(params)
+        small = tf.abs(eta) < 0.1
+        safe = tf.where(small, tf.ones_like(eta), eta)
+        exact = tf.math.reciprocal(1.0 - tf.exp(-safe)) - tf.math.reciprocal(safe)
+        return tf.where(small, 0.5 + eta / 12.0 - eta ** 3 / 720.0, exact)
 
 
 @keras.saving.register_keras_serializable(package="kvae")

@@ -14,12 +14,11 @@ from pathlib import Path
 import numpy as np
 
 from kvae import files
+from kvae.extras import require
 
 
 def _figure(figsize):
-    from matplotlib.figure import Figure
-
-    return Figure(figsize=figsize)
+    return require("matplotlib.figure", "plots", "Pictures").Figure(figsize=figsize)
 
 
 def _save(fig, path):

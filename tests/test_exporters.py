@@ -21,19 +21,24 @@ MODELS = {
     "mlp": dict(encoder=kvae.networks.mlp([32]), decoder=kvae.networks.mlp([32])),
     "conv": dict(encoder=kvae.networks.conv((8, 16), 32), decoder=kvae.networks.conv((8, 16), 32)),
     "conditional": dict(encoder=kvae.networks.mlp([32]), decoder=kvae.networks.mlp([32]), num_classes=10),
+    "continuous_bernoulli": dict(likelihood="continuous_bernoulli"),  # on grey digits
+    "gaussian": dict(likelihood="gaussian"),  # on grey digits
 }
 
 
 @pytest.fixture(scope="module")
 def exported(tmp_path_factory, digits):
     """Each model trained briefly on digits, saved, and exported to every format."""
+    from sklearn.datasets import load_digits
+
     x, y = digits
+    grey = (load_digits().images[..., None] / 16.0).astype("float32")
     out = {}
     for name, kwargs in MODELS.items():
         keras.utils.set_random_seed(0)
         model = kvae.VAE(input_shape=(8, 8, 1), latent_dim=3, **kwargs)
         model.compile(optimizer="adam")
-        model.fit(x, y, epochs=2, batch_size=64, verbose=0)
+        model.fit(x if model.likelihood.name == "bernoulli" else grey, y, epochs=2, batch_size=64, verbose=0)
         root = tmp_path_factory.mktemp(name)
         model.save(root / "model.keras")
         report = exporters.export(root / "model.keras", root / "export", log=lambda *a: None)
@@ -45,10 +50,16 @@ def exported(tmp_path_factory, digits):
 def test_every_artifact_is_within_tolerance(exported, name):
     model, export_dir, report = exported[name]
     rows = {r["artifact"]: r for r in report["rows"]}
-    assert set(rows) == {"keras model.decode (eager)", *exporters.TOLERANCE}
-    for artifact, tol in exporters.TOLERANCE.items():
-        assert rows[artifact]["max_abs_error"] <= tol, rows[artifact]
-        assert (export_dir / rows[artifact]["path"]).exists()
+    variants = exporters.default_tflite_variants(model.likelihood.name)
+    assert set(rows) == {"keras model.decode (eager)", "savedmodel", "onnx", *(f"tflite_{v}" for v in variants)}
+    outputs = {"mean", "logits"} if model.likelihood.has_logits else {"mean"}
+    for artifact, row in list(rows.items())[1:]:
+        tol = exporters.TOLERANCE[artifact]
+        assert set(row["errors"]) == outputs, row  # every exported output is checked, logits too
+        for key, err in row["errors"].items():
+            assert err["max_abs"] <= tol * err["range"], (artifact, key, err)
+        assert row["max_abs_error"] <= tol, row  # the mean: absolute, as pixel values are in [0, 1]
+        assert (export_dir / row["path"]).exists()
     on_disk = json.loads((export_dir / "report.json").read_text())
     assert [r["artifact"] for r in on_disk["rows"]] == [r["artifact"] for r in report["rows"]]
     meta = json.loads((export_dir / "savedmodel" / "kvae" / "1" / "assets" / "kvae_metadata.json").read_text())
@@ -104,15 +115,15 @@ def test_saved_model_serves_every_signature_without_kvae(exported, digits, tmp_p
 
 @pytest.mark.parametrize("name", MODELS)
 def test_onnx_is_valid_opset_17_with_named_dynamic_io(exported, name):
-    _, export_dir, _ = exported[name]
+    model, export_dir, _ = exported[name]
     proto = onnx.load(export_dir / "onnx" / "decoder.onnx")
     onnx.checker.check_model(proto, full_check=True)
     assert max(o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")) >= 17
     inputs = {i.name: i for i in proto.graph.input}
     assert "z" in inputs and ("labels" in inputs) == (name == "conditional")
     assert inputs["z"].type.tensor_type.shape.dim[0].dim_param  # symbolic batch dimension
-    assert [o.name for o in proto.graph.output] == ["mean", "logits"] or {o.name for o in proto.graph.output} == {
-        "mean", "logits"}
+    expected = {"mean", "logits"} if model.likelihood.has_logits else {"mean"}
+    assert {o.name for o in proto.graph.output} == expected
 
 
 @pytest.mark.parametrize("name", MODELS)
@@ -123,7 +134,7 @@ def test_tflite_signature_runner_at_batch_1_and_8(exported, name, batch):
     z = rng.normal(size=(batch, 3)).astype("float32")
     labels = rng.integers(0, 10, batch).astype("int32") if model.conditional else None
     expected = model.decode(z, labels).numpy()
-    for variant in exporters.TFLITE_VARIANTS:
+    for variant in exporters.default_tflite_variants(model.likelihood.name):
         outputs, _ = exporters.run_tflite(export_dir / "tflite" / f"decoder_{variant}.tflite", z, labels)
         assert outputs["mean"].shape == (batch, 8, 8, 1)
         np.testing.assert_allclose(outputs["mean"], expected, atol=exporters.TOLERANCE[f"tflite_{variant}"])
@@ -239,3 +250,18 @@ def test_cli_export_of_a_run_directory(tmp_path, capsys):
     assert "tflite_int8" in printed and "onnx" in printed and "savedmodel" not in printed.split("artifact")[1]
     meta = json.loads((tmp_path / "e" / "metadata.json").read_text())
     assert meta["training_summary"]["test_elbo"] < 0  # the run's summary travels with the artifacts
+
+
+def test_full_int8_continuous_bernoulli_is_refused_up_front(exported, tmp_path):
+    model, _, _ = exported["continuous_bernoulli"]
+    model.save(tmp_path / "cb.keras")
+    with pytest.raises(exporters.ExportError, match="int8: the full-int8 interpreter cannot compute"):
+        exporters.export(tmp_path / "cb.keras", tmp_path / "out", formats=["tflite"], tflite_variants=["int8"])
+    assert not (tmp_path / "out").exists()
+
+
+def test_int8_logits_are_checked_against_the_clipped_keras_logits(exported):
+    _, _, report = exported["mlp"]
+    row = {r["artifact"]: r for r in report["rows"]}["tflite_int8"]
+    assert row["errors"]["logits"]["range"] <= exporters.INT8_LOGIT_CLIP["bernoulli"]
+    assert report["metadata"]["int8_logit_clip"] == 8.0
