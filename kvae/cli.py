@@ -92,7 +92,7 @@ def _parser():
     e.add_argument("run_dir")
     e.add_argument("--checkpoint", default="best", choices=["best", "last"])
     e.add_argument("--k", type=_int, default=100,
-                   help="importance samples for log p(x) (0: ELBO only; up to 5000)")
+                   help="importance samples for log p(x) (0: ELBO only; at most 100000; a progress bar shows)")
     e.add_argument("--seed", type=_int, default=0)
 
     s = add("sample", help="a grid of samples from the prior")
@@ -197,7 +197,7 @@ def cmd_evaluate(args):
 
     if not 0 <= args.k <= 100_000:
         raise runs.RunError(f"--k must be between 0 and 100000, got {args.k}")
-    result = runs.evaluate(args.run_dir, which=args.checkpoint, k=args.k, seed=args.seed)
+    result = runs.evaluate(args.run_dir, which=args.checkpoint, k=args.k, seed=args.seed, verbose=int(args.k > 0))
     files.write_json(Path(args.run_dir) / "evaluation.json", result)
     shown = [(k, _fmt(v)) for k, v in result.items() if not isinstance(v, list)]
     if "test_kl_per_dim" in result:
@@ -321,7 +321,7 @@ def cmd_anomalies(args):
     from kvae import evaluate, files, plots
 
     model, x, y = _run_model_and_test(args.run_dir)
-    scores = evaluate.anomaly_scores(model, x, y, k=args.k)
+    scores = evaluate.anomaly_scores(model, x, y, k=args.k, verbose=1)
     order = np.argsort(scores)
     n = min(args.n, len(x) // 2)
     plots.save_grid(np.concatenate([x[order[::-1][:n]], x[order[:n]]]), args.out, columns=n,

@@ -519,7 +519,7 @@ def _fit(cfg, run_dir, ds, model, state, verbose, log):
     return summary
 
 
-def evaluate(run_dir, ds=None, model=None, which="best", k=0, seed=0):
+def evaluate(run_dir, ds=None, model=None, which="best", k=0, seed=0, verbose=0):
     """Test-set metrics of a run's model, in nats per example (see
     `kvae.evaluate.summary`); with k >= 1 also the importance-sampled log p(x)."""
     from kvae import evaluate as kevaluate
@@ -528,7 +528,7 @@ def evaluate(run_dir, ds=None, model=None, which="best", k=0, seed=0):
     ds = ds or prepare_data(cfg)
     model = model or load_model(run_dir, which)
     labels = ds.test[1] if model.conditional else None
-    result = kevaluate.summary(model, ds.test[0], labels, k=k, seed=seed)
+    result = kevaluate.summary(model, ds.test[0], labels, k=k, seed=seed, verbose=verbose)
     out = {"checkpoint": which, "test_examples": result.pop("examples"),
            "test_elbo": -result.pop("negative_elbo")}
     out.update({f"test_{key}": value for key, value in result.items()})

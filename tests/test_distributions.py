@@ -142,3 +142,17 @@ def test_log_variance_and_log_scale_are_clamped():
 def test_unknown_likelihood_is_a_clear_error(bad):
     with pytest.raises((ValueError, TypeError), match="likelihood|Nope|Could not"):
         distributions.get_likelihood(bad)
+
+
+def test_continuous_bernoulli_mean_matches_the_float64_closed_form():
+    """E[x] = 1 / (1 - exp(-eta)) - 1 / eta (-> 1/2 at eta = 0), evaluated in
+    float64 (exact up to ~1e-15 away from 0, Taylor 1/2 + eta/12 within 1e-4).
+    kvae writes it with exportable ops; float32 allows 2e-6 (the exact form's
+    cancellation at |eta| >= 0.5 costs ~eps / eta^2 ~ 5e-7; rounding of values near 0.5 ~6e-8)."""
+    eta = np.concatenate([np.linspace(-60, 60, 4001), np.linspace(-0.2, 0.2, 4001), [0.0]])
+    small = np.abs(eta) < 1e-4
+    safe = np.where(small, 1.0, eta)
+    truth = np.where(small, 0.5 + eta / 12, 1 / (-np.expm1(-safe)) - 1 / safe)
+    mean = distributions.ContinuousBernoulli().mean(eta.astype("float32")).numpy()
+    np.testing.assert_allclose(mean, truth, atol=2e-6)
+    assert np.all(np.diff(mean[:4001]) >= -1e-6)  # increasing in eta, no jump at the switch

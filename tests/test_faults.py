@@ -425,3 +425,10 @@ def test_progress_bar_does_not_overshoot_with_steps_per_execution(digits):
     model.fit(digits[0][:160], batch_size=16, epochs=1, verbose=1, callbacks=[Record(), bar])
     assert Record.batches[-1] == 11  # Keras reports 12 steps of an epoch of 10 ...
     assert bar.seen == bar.target == 10  # ... and the bar shows 10/10
+
+
+def test_long_evaluations_show_progress(run, capsys, tmp_path):
+    assert run_cli("evaluate", run, "--k", 20) == 0
+    assert "359/359" in capsys.readouterr().out  # the bar counts test examples
+    assert run_cli("anomalies", run, "--k", 5, "--out", tmp_path / "a.png") == 0
+    assert "359/359" in capsys.readouterr().out
