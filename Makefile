@@ -26,8 +26,10 @@ demo: $(STAMP)
 	$(VENV)/bin/kvae train --dataset fashion_mnist --epochs $(DEMO_EPOCHS) --out $(DEMO_RUN) --force
 
 ## make test: create the environment, install kvae with its test and export extras, run the suite
+## (two workers, one per test file at a time: the suite is mostly single-threaded compiles,
+## conversions and process start-ups, so the two cores halve its wall time)
 test: $(STAMP)
-	$(PY) -m pytest -q --durations=15
+	$(PY) -m pytest -q -n 2 --dist loadfile --durations=15
 
 ## make quick: the suite without the multi-process tests
 quick: $(STAMP)

@@ -265,3 +265,28 @@ def test_int8_logits_are_checked_against_the_clipped_keras_logits(exported):
     row = {r["artifact"]: r for r in report["rows"]}["tflite_int8"]
     assert row["errors"]["logits"]["range"] <= exporters.INT8_LOGIT_CLIP["bernoulli"]
     assert report["metadata"]["int8_logit_clip"] == 8.0
+
+
+def test_an_interrupted_export_leaves_nothing_and_a_killed_ones_leftovers_go(exported, tmp_path, monkeypatch):
+    model, _, _ = exported["mlp"]
+    model.save(tmp_path / "m.keras")
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    stale = tmp_path / f".out.partial-{dead.pid}-abcdef"  # what `kill -9` during an export leaves
+    (stale / "onnx").mkdir(parents=True)
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(exporters, "_write_onnx", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        exporters.export(tmp_path / "m.keras", tmp_path / "out", formats=["onnx"], log=lambda *a: None)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.keras"]  # stale one swept, nothing new left
+    monkeypatch.undo()
+    old = os.umask(0o022)
+    try:
+        exporters.export(tmp_path / "m.keras", tmp_path / "out", formats=["onnx"], log=lambda *a: None)
+    finally:
+        os.umask(old)
+    assert (tmp_path / "out").stat().st_mode & 0o777 == 0o755  # not mkdtemp's 0700
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.keras", "out"]
