@@ -4,7 +4,7 @@ one is missing. `pip install kvae` gives the model, training and evaluation
 
     kvae[data]    named datasets and user files: tensorflow-datasets, scikit-learn (8x8 digits),
                   pillow (image folders), scipy (MATLAB .amat files)
-    kvae[plots]   pictures: matplotlib
+    kvae[plots]   pictures and training logs: matplotlib, tensorboard (TF 2.21 no longer installs it)
     kvae[export]  TFLite / ONNX exports and their checks: tf2onnx, onnx, onnxruntime, ai-edge-litert
     kvae[all]     all three (what the `kvae` command uses)
 

@@ -482,7 +482,9 @@ def _fit(cfg, run_dir, ds, model, state, verbose, log):
     import tensorflow as tf
 
     from kvae import callbacks as kcallbacks
+    from kvae.extras import require
 
+    require("tensorboard", "plots", "The run directory's TensorBoard logs")
     epoch = tf.Variable(state["epochs_done"], dtype=tf.int64, trainable=False)
     train_ds, val_ds = _pipelines(cfg, ds, model, epoch)
     fixed = ds.validation[0][:16]

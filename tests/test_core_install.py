@@ -9,7 +9,7 @@ import sys
 import textwrap
 
 OPTIONAL = ("sklearn", "matplotlib", "PIL", "scipy", "tensorflow_datasets", "tf2onnx", "onnx", "onnxruntime",
-            "ai_edge_litert")
+            "ai_edge_litert", "tensorboard")
 
 SCRIPT = textwrap.dedent("""
     import sys
