@@ -112,7 +112,7 @@ def _parser():
     x.add_argument("--format", default="savedmodel,tflite,onnx", help="comma-separated: savedmodel,tflite,onnx")
     x.add_argument("--tflite-variants",
                    help="comma-separated, from float32,float16,dynamic_int8,int8 (default: all four; "
-                        "float32,float16 for a continuous Bernoulli decoder)")
+                        "float32 for a continuous Bernoulli decoder)")
     x.add_argument("--out", required=True, help="directory to create")
     x.add_argument("--force", action="store_true", help="replace an existing --out")
     x.add_argument("--model-name", default="kvae", help="TF Serving model name (savedmodel/NAME/VERSION)")

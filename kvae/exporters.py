@@ -362,9 +362,12 @@ def _size(path):
 def default_tflite_variants(likelihood):
     """The TFLite variants written when none are named: all four, except for the
     continuous Bernoulli, whose logits span thousands of nats on grey images
-    (4,782 on the 8x8 digits), so int8 activations lose its mean (dynamic-range
-    int8 missed by 7.9e-2 there) and full int8 cannot run it (see UNSUPPORTED)."""
-    return ("float32", "float16") if likelihood == "continuous_bernoulli" else TFLITE_VARIANTS
+    (+-3,886 on the 8x8 digits after 30 epochs), so reduced precision loses its
+    mean: float16 missed its 1e-3 by 1.18e-3 there, dynamic-range int8 by
+    0.164, and full int8 cannot run it (see UNSUPPORTED). float16 and
+    dynamic_int8 may still be asked for, and are verified like any artifact
+    (bench/export_errors.py)."""
+    return ("float32",) if likelihood == "continuous_bernoulli" else TFLITE_VARIANTS
 
 
 #: (likelihood, variant) pairs refused up front, with the reason
