@@ -1,7 +1,6 @@
 """Keras callbacks for a kvae run directory: crash-safe checkpoints, image
 grids and training curves per epoch."""
 
-import json
 import math
 from pathlib import Path
 
@@ -11,14 +10,7 @@ import numpy as np
 from kvae import files, plots
 from kvae.files import write_json  # noqa: F401 - kept for callers of kvae.callbacks.write_json
 
-from kvae.runs import STATE_FILE
-
-
-def read_state(run_dir):
-    """The run's state.json as written by `RunCheckpoint` ({"epochs_done": 0}
-    if there is none yet); `kvae.runs.read_state` is the validating reader."""
-    path = Path(run_dir) / STATE_FILE
-    return json.loads(path.read_text()) if path.exists() else {"epochs_done": 0}
+from kvae.runs import STATE_FILE, read_state  # noqa: F401 - read_state: the one (validating) reader
 
 
 class ProgbarLogger(keras.callbacks.ProgbarLogger):

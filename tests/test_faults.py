@@ -5,7 +5,6 @@ where nothing may change)."""
 
 import errno
 import hashlib
-import json
 import os
 import shutil
 import signal
