@@ -80,8 +80,13 @@ def run(name, ds, epochs, k, out_dir):
     summary = evaluate.summary(model, ds.test[0], k=0)
     return dict(model=name, epochs_run=len(history.history["loss"]), k=k, train_s=train_s,
                 test_log_likelihood=float(ll.mean()), test_elbo=-summary["negative_elbo"],
-                active_units=summary["active_units"], kl_weight_final=float(model.kl_weight.numpy()),
+                active_units=summary["active_units"], kl_weight_final=_kl_weight(model),
                 anchor_nll=ANCHORS[name])
+
+
+def _kl_weight(model):
+    weight = getattr(model.objective, "kl_weight", None)  # IWAE has no KL weight
+    return None if weight is None else float(weight.numpy())
 
 
 def main():

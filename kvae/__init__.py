@@ -6,13 +6,21 @@ The public API:
     kvae.networks            mlp(), conv() encoder/decoder bodies
     kvae.distributions       posteriors and likelihoods
     kvae.priors              StandardNormal, MixtureOfGaussians, VampPrior, SphericalUniform
-    kvae.objectives          ELBO terms and KL as pure functions
+    kvae.objectives          ELBO, FreeBitsELBO, CapacityELBO, IWAE: objective objects
+    kvae.registry            one lookup of parts by name (likelihood, posterior, prior, network, objective)
+    kvae.replicas            per-replica noise, seeds and cross-replica batch statistics
     kvae.callbacks           KLWarmup, CapacityAnnealing, image grids, checkpoints
-    kvae.evaluate            log-likelihood, active units, latent tools
+    kvae.evaluate            log-likelihood, ELBO summaries, active units
+    kvae.latent              interpolation, traversal, latent map, anomalies, masks, denoise, inpaint
     kvae.exporters           SavedModel, TFLite, ONNX exports and their checks
     kvae.plots               image grids and training curves (needs matplotlib)
     kvae.data                named datasets found offline, checks, binarisation, tf.data pipelines
+    kvae.config              TrainConfig: the settings of a training run
+    kvae.rundir              reading a run directory (config, state, checkpoints)
+    kvae.runs                training, resuming and evaluating a run
     kvae.files               atomic writes and run-directory locks
+
+docs/ARCHITECTURE.md draws the parts and shows how to add one.
 
 Submodules load on first use (PEP 562), so `import kvae` and `kvae --help`
 do not import TensorFlow. Keras finds the VAE class of a `.keras` file only
@@ -24,11 +32,10 @@ import importlib
 
 __version__ = "0.1.0"
 
-_SUBMODULES = ("callbacks", "data", "distributions", "evaluate", "exporters", "files", "model", "networks",
-               "objectives", "plots", "priors", "runs")
+_SUBMODULES = ("callbacks", "config", "data", "distributions", "evaluate", "exporters", "extras", "files", "latent",
+               "model", "networks", "objectives", "plots", "priors", "registry", "replicas", "rundir", "runs")
 
-__all__ = ["VAE", "load_model", "callbacks", "data", "distributions", "evaluate", "exporters", "files",
-           "networks", "objectives", "plots", "priors", "__version__"]
+__all__ = ["VAE", "load_model", "__version__", *_SUBMODULES]
 
 
 def __getattr__(name):

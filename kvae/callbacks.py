@@ -1,5 +1,6 @@
-"""Keras callbacks for a kvae run directory: crash-safe checkpoints, image
-grids and training curves per epoch."""
+"""Keras callbacks: KL warm-up and capacity schedules (they set the
+objective's variables), and for a kvae run directory crash-safe checkpoints,
+image grids and training curves per epoch."""
 
 import math
 from pathlib import Path
@@ -8,9 +9,10 @@ import keras
 import numpy as np
 
 from kvae import files, plots
-from kvae.files import write_json  # noqa: F401 - kept for callers of kvae.callbacks.write_json
+from kvae.rundir import STATE_FILE, read_state
 
-from kvae.runs import STATE_FILE, read_state  # noqa: F401 - read_state: the one (validating) reader
+__all__ = ["ProgbarLogger", "with_progbar", "SetEpoch", "RunCheckpoint", "ImageGrids", "TrainingCurves",
+           "KLWarmup", "CapacityAnnealing"]
 
 
 class ProgbarLogger(keras.callbacks.ProgbarLogger):
@@ -32,9 +34,39 @@ class ProgbarLogger(keras.callbacks.ProgbarLogger):
         super().on_predict_batch_end(self._clamp(batch), logs)
 
 
+def with_progbar(kwargs):
+    """`fit`/`evaluate` kwargs with kvae's ProgbarLogger added, unless the
+    caller passes a progress bar or verbose=0 (what `VAE.fit` uses).
+
+    Args:
+        kwargs: dict of `fit` / `evaluate` keyword arguments.
+
+    Returns:
+        dict.
+    """
+    if isinstance(kwargs.get("callbacks"), keras.callbacks.CallbackList):
+        return kwargs  # fit's own validation pass: its list is made already
+    callbacks = list(kwargs.get("callbacks") or [])
+    if kwargs.get("verbose", "auto") != 0 and not any(
+            isinstance(c, keras.callbacks.ProgbarLogger) for c in callbacks):
+        kwargs = dict(kwargs, callbacks=callbacks + [ProgbarLogger()])
+    return kwargs
+
+
+def _objective_variable(model, name, callback, needs):
+    variable = getattr(model.objective, name, None)
+    if variable is None:
+        raise ValueError(f"{callback} needs {needs}; this model's objective is {model.objective!r}.")
+    return variable
+
+
 class SetEpoch(keras.callbacks.Callback):
     """Keeps an int64 `tf.Variable` at the current epoch (for
-    `kvae.data.pipeline(..., epoch=variable)`)."""
+    `kvae.data.pipeline(..., epoch=variable)`).
+
+    Args:
+        variable: int64 tf.Variable.
+    """
 
     def __init__(self, variable):
         super().__init__()
@@ -51,6 +83,9 @@ class RunCheckpoint(keras.callbacks.Callback):
     renamed into place, so a run killed at any moment leaves the previous
     epoch's files intact. An epoch whose loss is NaN or Inf saves nothing and
     stops training.
+
+    Args:
+        run_dir: str or Path; monitor: the log key whose minimum is "best".
     """
 
     def __init__(self, run_dir, monitor="val_loss"):
@@ -83,7 +118,12 @@ class RunCheckpoint(keras.callbacks.Callback):
 
 class ImageGrids(keras.callbacks.Callback):
     """Per epoch: a grid of prior samples (the same z every epoch) and a grid
-    of fixed validation inputs next to their reconstructions."""
+    of fixed validation inputs next to their reconstructions.
+
+    Args:
+        run_dir: str or Path (writes images/); x: validation inputs [n, ...];
+        labels: [n] or None; num_samples: int; seed: int (the samples' z).
+    """
 
     def __init__(self, run_dir, x, labels=None, num_samples=64, seed=0):
         super().__init__()
@@ -106,7 +146,11 @@ class ImageGrids(keras.callbacks.Callback):
 class TrainingCurves(keras.callbacks.Callback):
     """Redraws `curves.png` from `metrics.csv` after every epoch (so a
     resumed run's curves include the epochs before the crash). Put it after
-    the CSVLogger."""
+    the CSVLogger.
+
+    Args:
+        run_dir: str or Path.
+    """
 
     def __init__(self, run_dir):
         super().__init__()
@@ -119,8 +163,8 @@ class TrainingCurves(keras.callbacks.Callback):
 
 
 class KLWarmup(keras.callbacks.Callback):
-    """KL warm-up: at the start of each epoch, set the model's KL weight to
-    beta * factor(epoch).
+    """KL warm-up: at the start of each epoch, set the objective's KL weight
+    (`model.objective.kl_weight`, an ELBO's) to beta * factor(epoch).
 
     'linear' (Bowman et al., 2016): factor = min(1, (epoch + 1) / epochs), so
     the weight reaches beta after `epochs` epochs.
@@ -151,17 +195,24 @@ class KLWarmup(keras.callbacks.Callback):
         return min(1.0, position / self.ratio)
 
     def on_epoch_begin(self, epoch, logs=None):
-        self.model.kl_weight.assign(self.model.beta * self.factor(epoch))
+        weight = _objective_variable(self.model, "kl_weight", "KLWarmup", "an ELBO objective (a KL weight)")
+        weight.assign(self.model.objective.beta * self.factor(epoch))
 
     def on_epoch_end(self, epoch, logs=None):
         if logs is not None:
-            logs["kl_weight"] = float(self.model.kl_weight.numpy())
+            logs["kl_weight"] = float(self.model.objective.kl_weight.numpy())
 
 
 class CapacityAnnealing(keras.callbacks.Callback):
     """Raise the KL capacity C linearly from 0 to `max_capacity` nats over
-    `epochs` epochs (Burgess et al., 2018), for a model with capacity_gamma > 0:
-    C = max_capacity * min(1, epoch / epochs) at the start of each epoch."""
+    `epochs` epochs (Burgess et al., 2018), for a model whose objective is a
+    `kvae.objectives.CapacityELBO` (capacity_gamma > 0): C = max_capacity *
+    min(1, epoch / epochs) at the start of each epoch, in `model.objective.capacity`.
+
+    Args:
+        max_capacity: float >= 0, nats.
+        epochs: int >= 1, length of the ramp.
+    """
 
     def __init__(self, max_capacity, epochs):
         super().__init__()
@@ -174,10 +225,10 @@ class CapacityAnnealing(keras.callbacks.Callback):
         return self.max_capacity * min(1.0, epoch / self.epochs)
 
     def on_epoch_begin(self, epoch, logs=None):
-        if not self.model.capacity_gamma > 0:
-            raise ValueError("CapacityAnnealing needs a model built with capacity_gamma > 0.")
-        self.model.kl_capacity.assign(self.capacity(epoch))
+        capacity = _objective_variable(self.model, "capacity", "CapacityAnnealing",
+                                       "a model built with capacity_gamma > 0")
+        capacity.assign(self.capacity(epoch))
 
     def on_epoch_end(self, epoch, logs=None):
         if logs is not None:
-            logs["kl_capacity"] = float(self.model.kl_capacity.numpy())
+            logs["kl_capacity"] = float(self.model.objective.capacity.numpy())

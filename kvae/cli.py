@@ -1,8 +1,9 @@
 """`kvae train | evaluate | sample | reconstruct | export | info` and the latent
 tools `interpolate | traverse | latent-map | anomalies | inpaint | denoise`.
 
-Only wiring: arguments in, calls into kvae.runs / kvae.plots, one-line errors
-out (exit code 2 for bad input, no traceback).
+Only wiring: arguments in, calls into kvae.runs, kvae.rundir, kvae.latent
+and kvae.plots, one-line errors out (exit code 2 for bad input, no traceback).
+Over 350 lines for one reason: the argument table of twelve commands.
 """
 
 import argparse
@@ -34,7 +35,7 @@ def _int(text):
 
 def _parser():
     from kvae import __version__
-    from kvae.runs import TrainConfig
+    from kvae.config import TrainConfig
 
     D = TrainConfig()  # the defaults live there, so explicit flags are known (None = not given)
     common = argparse.ArgumentParser(add_help=False)
@@ -92,7 +93,7 @@ def _parser():
     e.add_argument("run_dir")
     e.add_argument("--checkpoint", default="best", choices=["best", "last"])
     e.add_argument("--k", type=_int, default=100,
-                   help="importance samples for log p(x) (0: ELBO only; at most 100000; a progress bar shows)")
+                   help="importance samples for log p(x) (0: ELBO only; 1 to 100000; a progress bar shows)")
     e.add_argument("--seed", type=_int, default=0)
 
     s = add("sample", help="a grid of samples from the prior")
@@ -164,21 +165,22 @@ def _fmt(v):
 
 def cmd_train(args):
     from kvae import runs
+    from kvae.config import RunError, TrainConfig
 
     if args.resume and args.out:
-        raise runs.RunError("use either --resume RUN_DIR or --out RUN_DIR, not both")
+        raise RunError("use either --resume RUN_DIR or --out RUN_DIR, not both")
     if not args.resume and not args.out:
-        raise runs.RunError("--out RUN_DIR is required (or --resume RUN_DIR)")
-    given = {k: getattr(args, k) for k in runs.TrainConfig.__dataclass_fields__
+        raise RunError("--out RUN_DIR is required (or --resume RUN_DIR)")
+    given = {k: getattr(args, k) for k in TrainConfig.__dataclass_fields__
              if getattr(args, k, None) is not None}
     run_dir = Path(args.resume or args.out)
     verbose = 0 if args.quiet else 1
     if args.resume:
         if args.force:
-            raise runs.RunError("--force does not apply to --resume (nothing is replaced)")
+            raise RunError("--force does not apply to --resume (nothing is replaced)")
         summary = runs.resume(run_dir, given, verbose=verbose)
     else:
-        summary = runs.train(runs.TrainConfig(**given), run_dir, force=args.force, verbose=verbose)
+        summary = runs.train(TrainConfig(**given), run_dir, force=args.force, verbose=verbose)
     images = sorted((run_dir / "images").glob("samples_epoch_*.png"))
     print(f"\nkvae: trained {summary['epochs_done']} epochs in {summary['train_seconds']:.0f} s")
     print(_table([("test ELBO (nats)", f"{summary['test_elbo']:.2f}"),
@@ -193,10 +195,10 @@ def cmd_train(args):
 
 
 def cmd_evaluate(args):
-    from kvae import files, runs
+    from kvae import files, rundir, runs
 
     if not 0 <= args.k <= 100_000:
-        raise runs.RunError(f"--k must be between 0 and 100000, got {args.k}")
+        raise rundir.RunError(f"--k must be between 0 and 100000, got {args.k}")
     result = runs.evaluate(args.run_dir, which=args.checkpoint, k=args.k, seed=args.seed, verbose=int(args.k > 0))
     files.write_json(Path(args.run_dir) / "evaluation.json", result)
     shown = [(k, _fmt(v)) for k, v in result.items() if not isinstance(v, list)]
@@ -208,11 +210,11 @@ def cmd_evaluate(args):
 
 
 def cmd_sample(args):
-    from kvae import plots, runs
+    from kvae import plots, rundir
 
-    model = runs.load_model(args.run_dir)
+    model = rundir.load_model(args.run_dir)
     if args.label is not None and not model.conditional:
-        raise runs.RunError("--label needs a conditional run (trained with --conditional)")
+        raise rundir.RunError("--label needs a conditional run (trained with --conditional)")
     labels = args.label
     if model.conditional and labels is None:
         labels = [i % model.num_classes for i in range(args.n)]
@@ -233,12 +235,12 @@ def cmd_reconstruct(args):
 
 
 def cmd_info(args):
-    from kvae import runs
+    from kvae import rundir
 
     run_dir = Path(args.run_dir)
-    cfg = runs.load_config(run_dir)
-    raw = json.loads((run_dir / runs.CONFIG_FILE).read_text())
-    state = runs.read_state(run_dir)
+    cfg = rundir.load_config(run_dir)
+    raw = json.loads((run_dir / rundir.CONFIG_FILE).read_text())
+    state = rundir.read_state(run_dir)
     rows = [("dataset", f"{cfg.dataset} {tuple(raw['data']['input_shape'])} from {raw['data']['source']}"),
             ("model", f"{cfg.network} encoder/decoder, latent_dim {cfg.latent_dim}, {cfg.likelihood} "
                       f"likelihood, {cfg.posterior} posterior, {cfg.prior} prior, beta {cfg.beta}"
@@ -268,10 +270,10 @@ def cmd_export(args):
 
 
 def _run_model_and_test(run_dir, n=None):
-    from kvae import runs
+    from kvae import rundir, runs
 
-    cfg = runs.load_config(run_dir)
-    model = runs.load_model(run_dir)
+    cfg = rundir.load_config(run_dir)
+    model = rundir.load_model(run_dir)
     ds = runs.prepare_data(cfg)
     x, y = ds.test
     y = y if model.conditional else None
@@ -286,10 +288,10 @@ def _wrote(path):
 
 
 def cmd_interpolate(args):
-    from kvae import evaluate, plots
+    from kvae import latent, plots
 
     model, x, y = _run_model_and_test(args.run_dir, 2 * args.pairs)
-    rows = [evaluate.interpolate(model, x[2 * i], x[2 * i + 1], args.steps, args.method,
+    rows = [latent.interpolate(model, x[2 * i], x[2 * i + 1], args.steps, args.method,
                                  None if y is None else y[2 * i]) for i in range(min(args.pairs, len(x) // 2))]
     plots.save_grid(np.concatenate(rows), args.out, columns=args.steps,
                     title=f"{args.method} interpolation between pairs of test images")
@@ -297,55 +299,52 @@ def cmd_interpolate(args):
 
 
 def cmd_traverse(args):
-    from kvae import evaluate, plots
+    from kvae import latent, plots, rundir
 
-    model, _, _ = _run_model_and_test(args.run_dir, 1)
+    model = rundir.load_model(args.run_dir)
     if model.conditional:
         raise ValueError("traverse draws no label: use an unconditional run")
-    images = evaluate.traverse(model, args.dims)
+    images = latent.traverse(model, args.dims)
     plots.save_grid(images.reshape((-1,) + images.shape[2:]), args.out, columns=images.shape[1],
                     title="one row per latent dimension, z_j from -3 to 3")
     return _wrote(args.out)
 
 
 def cmd_latent_map(args):
-    from kvae import evaluate, plots, runs
+    from kvae import latent, plots, rundir
 
-    model = runs.load_model(args.run_dir)
-    plots.save_grid(evaluate.latent_map(model, args.n), args.out, columns=args.n,
+    model = rundir.load_model(args.run_dir)
+    plots.save_grid(latent.latent_map(model, args.n), args.out, columns=args.n,
                     title="decoded z over [-3, 3]^2")
     return _wrote(args.out)
 
 
 def cmd_anomalies(args):
-    from kvae import evaluate, files, plots
+    from kvae import files, latent, plots
 
     model, x, y = _run_model_and_test(args.run_dir)
-    scores = evaluate.anomaly_scores(model, x, y, k=args.k, verbose=1)
-    order = np.argsort(scores)
-    n = min(args.n, len(x) // 2)
-    plots.save_grid(np.concatenate([x[order[::-1][:n]], x[order[:n]]]), args.out, columns=n,
+    scores = latent.anomaly_scores(model, x, y, k=args.k, verbose=1)
+    most, least = latent.rank(scores, args.n)
+    n = len(most)
+    plots.save_grid(np.concatenate([x[most], x[least]]), args.out, columns=n,
                     title=f"top: {n} most anomalous test images (-log p(x)); bottom: {n} least")
     path = Path(args.out).with_suffix(".json")
     files.write_json(path, {"k": args.k, "scores": [float(v) for v in scores],
-                                "most_anomalous": [int(i) for i in order[::-1][:n]]})
-    print(f"-log p(x): median {np.median(scores):.2f}, max {scores.max():.2f} (test image {order[-1]}); "
+                            "most_anomalous": [int(i) for i in most]})
+    top = int(np.argmax(scores))
+    print(f"-log p(x): median {np.median(scores):.2f}, max {scores.max():.2f} (test image {top}); "
           f"scores in {path}")
     return _wrote(args.out)
 
 
 def cmd_inpaint(args):
-    from kvae import evaluate, plots
+    from kvae import latent, plots
 
-    model, x, y = _run_model_and_test(args.run_dir, args.n)
-    if args.missing == "bottom":
-        mask = np.ones_like(x)
-        mask[:, x.shape[1] // 2:] = 0
-    elif args.missing == "random":
-        mask = (np.random.default_rng(0).uniform(size=x.shape) < 0.5).astype(np.float32)
-    else:
+    if args.missing not in latent.MASKS:
         raise ValueError(f"--missing must be bottom or random, got {args.missing!r}")
-    filled = evaluate.inpaint(model, x, mask, labels=y)
+    model, x, y = _run_model_and_test(args.run_dir, args.n)
+    mask = latent.mask(x.shape, args.missing, seed=0)
+    filled = latent.inpaint(model, x, mask, labels=y)
     shown = x * mask + 0.5 * (1 - mask)
     plots.save_grid(np.concatenate([x, shown, filled]), args.out, columns=len(x),
                     title="rows: original, with missing pixels (grey), inpainted")
@@ -353,15 +352,13 @@ def cmd_inpaint(args):
 
 
 def cmd_denoise(args):
-    from kvae import evaluate, plots
+    from kvae import latent, plots
 
     if not 0 <= args.noise <= 1:
         raise ValueError(f"--noise must be in [0, 1], got {args.noise}")
     model, x, y = _run_model_and_test(args.run_dir, args.n)
-    rng = np.random.default_rng(0)
-    corrupt = rng.uniform(size=x.shape) < args.noise
-    noisy = np.where(corrupt, rng.uniform(size=x.shape) > 0.5, x).astype(np.float32)
-    plots.save_grid(np.concatenate([x, noisy, evaluate.denoise(model, noisy, y)]), args.out, columns=len(x),
+    noisy = latent.corrupt(x, args.noise, seed=0)
+    plots.save_grid(np.concatenate([x, noisy, latent.denoise(model, noisy, y)]), args.out, columns=len(x),
                     title=f"rows: original, {args.noise:.0%} of pixels replaced by noise, denoised")
     return _wrote(args.out)
 
@@ -417,14 +414,14 @@ def main(argv=None):
     args = _parser().parse_args(argv)
     if args.command != "info" and not (args.verbose or os.environ.get("KVAE_VERBOSE") == "1"):
         _quiet_tensorflow()
-    from kvae import data, exporters, extras, runs
+    from kvae import config, data, exporters, extras, rundir
 
     try:
         return COMMANDS[args.command](args)
     except exporters.VerificationError as e:
         print(f"kvae {args.command}: verification failed: {e}", file=sys.stderr)
         return EXIT_FAILED
-    except (runs.RunError, data.DataError, data.DataNotFoundError, ValueError, extras.MissingExtraError) as e:
+    except (config.RunError, data.DataError, data.DataNotFoundError, ValueError, extras.MissingExtraError) as e:
         print(f"kvae {args.command}: error: {e}", file=sys.stderr)
         return EXIT_BAD_INPUT
     except FloatingPointError as e:
@@ -435,7 +432,7 @@ def main(argv=None):
         return EXIT_FAILED
     except KeyboardInterrupt:
         hint = ""
-        if args.command == "train" and runs.is_run(args.resume or args.out):
+        if args.command == "train" and rundir.is_run(args.resume or args.out):
             hint = f" Resume with: kvae train --resume {args.resume or args.out}"
         print(f"\nkvae {args.command}: interrupted.{hint}", file=sys.stderr)
         return EXIT_INTERRUPTED

@@ -12,6 +12,10 @@ which files to put where.
 
 Pixels are scaled to [0, 1]. Every split comes as float32 arrays of shape
 [N, H, W, C] (or [N, D] for vector data), with int labels or None.
+
+Over 350 lines for now: the readers of every source share the checks and the
+pixel scaling that follow them; the readers move to their own module when
+streaming sources arrive (issue 13).
 """
 
 import gzip
@@ -23,6 +27,10 @@ from pathlib import Path
 import numpy as np
 
 from kvae.extras import require
+
+__all__ = ["NAMES", "BINARIZE", "ENV_DATA_DIR", "DataError", "DataNotFoundError", "Dataset", "read_npz",
+           "read_image_folder", "read_amat", "pixel_scale", "labels_array", "check", "check_shape",
+           "check_label_range", "check_for_model", "split_validation", "load", "binarize", "pipeline"]
 
 NAMES = ("fashion_mnist", "mnist", "binarized_mnist", "digits")
 BINARIZE = ("none", "threshold", "static", "dynamic")
@@ -46,7 +54,13 @@ class DataNotFoundError(FileNotFoundError):
 
 @dataclass
 class Dataset:
-    """Train / validation / test splits of one dataset, pixels in [0, 1]."""
+    """Train / validation / test splits of one dataset, pixels in [0, 1].
+
+    Args:
+        name: str; source: str, where it was found (a path or a loader).
+        train, validation, test: (x float32 [N, *input_shape], labels int32 [N] or None).
+        num_classes: int or None; notes: list of str (scaling, splits made).
+    """
 
     name: str
     source: str
@@ -98,7 +112,14 @@ def _idx_folder(folder):
 
 
 def read_npz(path):
-    """A user's arrays: keys x_train[, y_train], x_test[, y_test], or x[, y]."""
+    """A user's arrays from a `.npz` file.
+
+    Args:
+        path: str or Path holding x_train[, y_train], x_test[, y_test] (or x[, y]).
+
+    Returns:
+        dict of the arrays found, under those keys; DataError naming the file otherwise.
+    """
     path = Path(path)
     try:
         with np.load(path, allow_pickle=False) as f:
@@ -116,7 +137,15 @@ def read_npz(path):
 
 def read_image_folder(path):
     """All images below `path`, which must share one size. Images in
-    sub-folders get the sub-folder's (sorted) index as their label."""
+    sub-folders get the sub-folder's (sorted) index as their label.
+
+    Args:
+        path: str or Path of a folder.
+
+    Returns:
+        (x uint8 [N, H, W, C], labels int32 [N] or None, class names list);
+        DataError naming the first unreadable or differently sized file.
+    """
     pil = require("PIL.Image", "data", "Reading image folders")
     Image, UnidentifiedImageError = pil, pil.UnidentifiedImageError
 
@@ -246,7 +275,14 @@ def _find_mnist_like(name, data_dir, download):
 def read_amat(path):
     """One split of Larochelle's binarised MNIST, [N, 28, 28] uint8 0/1, from
     either form published under the same name: the original whitespace-separated
-    text, or a MATLAB file holding a uint8 array `X` of shape [N, 784]."""
+    text, or a MATLAB file holding a uint8 array `X` of shape [N, 784].
+
+    Args:
+        path: str or Path.
+
+    Returns:
+        uint8 [N, 28, 28] with values 0 and 1.
+    """
     path = Path(path)
     try:
         with open(path, "rb") as f:
@@ -292,7 +328,19 @@ def pixel_scale(arrays, where):
     splits together), never from the dtype alone: integers in {0, 1} (binary
     images stored as uint8, e.g. TFDS's binarized_mnist) are kept, integers in
     0..255 are divided by 255, floats are kept (the model checks their range).
-    Returns (divisor, note); raises DataError for integers outside 0..255."""
+
+    Args:
+        arrays: the splits' pixel arrays (None entries are skipped).
+        where: str, names the data in messages.
+
+    Returns:
+        (divisor float, note str or None); DataError for integers outside
+        0..255 or for integer and float splits mixed.
+
+    Example:
+        >>> pixel_scale([np.array([0, 1], np.uint8)], "x")[0], pixel_scale([np.array([0, 200], np.uint8)], "x")[0]
+        (1.0, 255.0)
+    """
     arrays = [np.asarray(a) for a in arrays if a is not None]
     integer = [np.issubdtype(a.dtype, np.integer) or a.dtype == bool for a in arrays]
     if any(integer) and not all(integer):
@@ -315,7 +363,15 @@ def _to_unit(x, divisor):
 
 def labels_array(y, n, where):
     """Labels as int32 [n], or None: refuses a length that differs from the
-    images', non-integer values (2.5; a float 3.0 is accepted) and negatives."""
+    images', non-integer values (2.5; a float 3.0 is accepted) and negatives.
+
+    Args:
+        y: array [n] or [n, 1], or None; n: int, the number of images;
+        where: str, names the data in the message.
+
+    Returns:
+        int32 [n] or None.
+    """
     if y is None:
         return None
     y = np.asarray(y)
@@ -362,9 +418,8 @@ def check(x, y=None, *, input_shape=None, unit_interval=None, num_classes=None, 
         kvae.data.DataError: x: The bernoulli likelihood needs values in [0, 1]; they range over [255, 255]. Scale them (e.g. x / 255).
     """
     x = np.asarray(x)
-    if input_shape is not None and tuple(x.shape[1:]) != tuple(input_shape):
-        raise DataError(f"{where}: Input shape {tuple(x.shape[1:])} (per example) does not match the "
-                        f"model's input_shape {tuple(input_shape)}.")
+    if input_shape is not None:
+        check_shape(x.shape, input_shape, where)
     if not (np.issubdtype(x.dtype, np.number) or x.dtype == bool):
         raise DataError(f"{where}: Inputs must be numeric, got dtype {x.dtype}.")
     if np.issubdtype(x.dtype, np.floating):
@@ -383,6 +438,92 @@ def check(x, y=None, *, input_shape=None, unit_interval=None, num_classes=None, 
         if y.size and y.max() >= num_classes:
             i = int(np.argmax(y))
             raise DataError(f"{where}: Labels must be integers in [0, {num_classes}); label {i} is {y[i]}.")
+
+
+def check_shape(shape, input_shape, where=None):
+    """Raise DataError if a batch's `shape` [N, ...] does not hold examples of
+    `input_shape` (the one shape check: the model's forward pass uses it too).
+
+    Args:
+        shape: the batch's shape; input_shape: one example's shape;
+        where: str or None, names the data in the message.
+
+    Example:
+        >>> check_shape((5, 8, 8, 1), (8, 8, 1))
+        >>> check_shape((5, 64), (8, 8, 1))
+        Traceback (most recent call last):
+        ...
+        kvae.data.DataError: Input shape (64,) (per example) does not match the model's input_shape (8, 8, 1).
+    """
+    got = tuple(shape[1:])
+    if got != tuple(input_shape):
+        prefix = f"{where}: " if where else ""
+        raise DataError(f"{prefix}Input shape {got} (per example) does not match the model's input_shape "
+                        f"{tuple(input_shape)}.")
+
+
+def check_label_range(labels, num_classes):
+    """Raise DataError unless every label is an integer in [0, num_classes).
+
+    Args:
+        labels: int array [N]; num_classes: int.
+
+    Example:
+        >>> check_label_range([0, 9], 10)
+        >>> check_label_range([3, 10], 10)
+        Traceback (most recent call last):
+        ...
+        kvae.data.DataError: Labels must be integers in [0, 10); got values in [3, 10].
+    """
+    labels = np.asarray(labels)
+    if labels.size and (labels.min() < 0 or labels.max() >= num_classes):
+        raise DataError(f"Labels must be integers in [0, {num_classes}); got values in "
+                        f"[{labels.min()}, {labels.max()}].")
+
+
+def check_for_model(model, x, y=None, where="the inputs"):
+    """Raise DataError naming the problem if data cannot train or evaluate
+    `model`: `check` with the model's shape, likelihood range and classes.
+
+    Args:
+        model: a `kvae.VAE`.
+        x: array [N, *input_shape], or a `tf.data.Dataset` (checked by its
+            first batch); generators and PyDatasets are not checked here (the
+            step checks shapes when it traces).
+        y: labels [N] or None.
+        where: how to name the data in the message.
+
+    Returns:
+        None; raises DataError (a ValueError) naming the first problem.
+    """
+    import keras
+    import tensorflow as tf
+
+    if isinstance(x, tf.data.Dataset):
+        first = next(iter(x.take(1)), None)
+        if first is None:
+            raise DataError("The dataset is empty.")
+        x, y, _ = keras.utils.unpack_x_y_sample_weight(first)
+        where = f"{where} (first batch of the dataset)"
+    if x is None or not hasattr(x, "shape"):
+        return
+    unit = f"the {model.likelihood.name} likelihood" if model.likelihood.unit_interval else None
+    check(np.asarray(x), None if y is None else np.asarray(y), input_shape=model.data_shape,
+          unit_interval=unit, num_classes=model.num_classes, where=where)
+
+
+def split_validation(validation_data):
+    """Split Keras's `validation_data` argument.
+
+    Args:
+        validation_data: x, (x,), (x, labels) or a tf.data.Dataset.
+
+    Returns:
+        (x, labels or None).
+    """
+    if isinstance(validation_data, (tuple, list)):
+        return validation_data[0], (validation_data[1] if len(validation_data) > 1 else None)
+    return validation_data, None
 
 
 def _with_channel(x):
@@ -475,8 +616,21 @@ def load(name, data_dir=None, download=False, validation_fraction=0.1, seed=0):
 
 # -------------------------------------------------------------- binarisation
 def binarize(x, mode, seed=0):
-    """'threshold': x > 0.5; 'static': one fixed Bernoulli(x) draw (seeded);
-    'none' and 'dynamic' return x unchanged ('dynamic' draws in `pipeline`)."""
+    """Binarise pixels in [0, 1].
+
+    Args:
+        x: float array in [0, 1].
+        mode: 'threshold' (x > 0.5), 'static' (one fixed Bernoulli(x) draw,
+            seeded), 'none' or 'dynamic' (x unchanged; `pipeline` draws per batch).
+        seed: int.
+
+    Returns:
+        float32 array like x.
+
+    Example:
+        >>> binarize(np.array([0.2, 0.7]), "threshold")
+        array([0., 1.], dtype=float32)
+    """
     if mode not in BINARIZE:
         raise DataError(f"Unknown binarisation {mode!r}: choose one of {', '.join(BINARIZE)}.")
     if mode == "threshold":
@@ -499,6 +653,14 @@ def pipeline(x, y=None, batch_size=128, shuffle=True, seed=0, dynamic_binarize=F
     at the current epoch) the order and the binarisation draws are a function
     of (seed, epoch) alone, so a run resumed at epoch k sees exactly the data
     an uninterrupted run would. Without it, tf.data reshuffles every pass.
+
+    Args:
+        x: float32 [N, ...]; y: int [N] or None; batch_size: int >= 1;
+        shuffle: bool; seed: int; dynamic_binarize: bool;
+        drop_remainder: bool; epoch: int64 tf.Variable or None.
+
+    Returns:
+        tf.data.Dataset of x batches (or (x, y) batches).
     """
     import tensorflow as tf
 

@@ -7,6 +7,16 @@ not work with Keras 3).
 
 Log-variances and log-scales are clamped before `exp`, so that a float16 network
 body cannot overflow them, and every builder casts its parameters to float32.
+
+Over 350 lines: three posteriors and four likelihoods, each a few lines of
+math, share one base class and one registration; a flow posterior (issue 12)
+gets its own module.
+
+Example:
+    >>> from kvae import distributions
+    >>> q = distributions.get_posterior("diagonal").distribution([[0.0, 0.0, 0.0, 0.0]])
+    >>> [int(n) for n in q.batch_shape + q.event_shape]
+    [1, 2]
 """
 
 import math
@@ -15,7 +25,13 @@ import keras
 import tensorflow as tf
 import tensorflow_probability as tfp
 
+from kvae import registry, replicas
+
 tfd = tfp.distributions
+
+__all__ = ["Posterior", "DiagonalGaussian", "FullCovarianceGaussian", "PowerSpherical", "Likelihood",
+           "Bernoulli", "ContinuousBernoulli", "Gaussian", "get_posterior", "get_likelihood",
+           "LOG_VAR_MIN", "LOG_VAR_MAX", "LOG_SCALE_MIN", "LOG_SCALE_MAX"]
 
 #: clamp for the posterior's log-variance: stddev in [exp(-6), exp(4)].
 LOG_VAR_MIN, LOG_VAR_MAX = -12.0, 8.0
@@ -46,7 +62,26 @@ class _Named:
 
 # ----------------------------------------------------------------- posteriors
 class Posterior(_Named):
-    """A family of q(z|x), parametrised by a flat float32 vector per example."""
+    """A family of q(z|x), parametrised by a flat float32 vector per example.
+
+    `support` says where z lives ('euclidean' or 'sphere'); a prior must have
+    the same (`kvae.priors.Prior.check`). `mode_stddev` gives the point that
+    `VAE.encode` returns for every family: the mode of q (for the Gaussian
+    families, the mean).
+    """
+
+    support = "euclidean"
+
+    def check(self, model):
+        """Raise ValueError if the model's other parts do not suit this posterior."""
+
+    def has_kl_per_dim(self, prior):
+        """Whether `kl_per_dim` is available against `prior`."""
+        return False
+
+    def kl_per_dim(self, params, prior):
+        """KL(q_j || p_j) per latent dimension j: [B, latent_dim] (factorised pairs only)."""
+        raise ValueError(f"The {self.name} posterior has no per-dimension KL to this prior.")
 
     def num_params(self, latent_dim):
         raise NotImplementedError
@@ -63,13 +98,14 @@ class Posterior(_Named):
         """k reparameterised draws z [k, B, latent_dim], k = eps.shape[0].
 
         Gaussian families transform the standard normal noise `eps` [k, B, d];
-        families without such a transform (the power spherical) draw from the
-        stateless `seed` (an int [2] tensor) instead.
+        families without such a transform (the power spherical) also draw from
+        the stateless `seed` (an int32 or int64 [2] tensor).
         """
         return self.reparameterize(params, eps)
 
-    def mean_stddev(self, params):
-        """Posterior mean and marginal standard deviations, each [B, latent_dim]."""
+    def mode_stddev(self, params):
+        """The mode of q (the mean, for Gaussians) and the marginal standard
+        deviations, each [B, latent_dim]."""
         raise NotImplementedError
 
 
@@ -89,23 +125,28 @@ class DiagonalGaussian(Posterior):
         mean, log_var = tf.split(_f32(params), 2, axis=-1)
         return mean, tf.clip_by_value(log_var, LOG_VAR_MIN, LOG_VAR_MAX)
 
-    def mean_stddev(self, params):
+    def mode_stddev(self, params):
         mean, log_var = self._split(params)
         return mean, tf.exp(0.5 * log_var)
 
     def distribution(self, params):
-        mean, stddev = self.mean_stddev(params)
+        mean, stddev = self.mode_stddev(params)
         return tfd.MultivariateNormalDiag(loc=mean, scale_diag=stddev)
 
     def reparameterize(self, params, eps):
-        mean, stddev = self.mean_stddev(params)
+        mean, stddev = self.mode_stddev(params)
         return mean + stddev * eps
 
-    def kl_per_dim_to_standard_normal(self, params):
+    def has_kl_per_dim(self, prior):
+        return bool(getattr(prior, "standard_normal", False))
+
+    def kl_per_dim(self, params, prior):
         """KL(q_j || N(0, 1)) for each latent dimension j: [B, latent_dim].
 
         0.5 (mu_j^2 + sigma_j^2 - 1 - log sigma_j^2).
         """
+        if not self.has_kl_per_dim(prior):
+            super().kl_per_dim(params, prior)
         mean, log_var = self._split(params)
         return 0.5 * (tf.square(mean) + tf.exp(log_var) - 1.0 - log_var)
 
@@ -131,7 +172,7 @@ class FullCovarianceGaussian(Posterior):
         scale_tril = tfp.bijectors.FillScaleTriL(diag_shift=1e-5)(tril)
         return mean, scale_tril
 
-    def mean_stddev(self, params):
+    def mode_stddev(self, params):
         mean, scale_tril = self._split(params)
         return mean, tf.sqrt(tf.reduce_sum(tf.square(scale_tril), axis=-1))
 
@@ -154,12 +195,15 @@ class PowerSpherical(Posterior):
     params = [m, c] (d + 1 numbers): mu = m / ||m||, kappa = softplus(c) + 1.
     Sampling is exact and reparameterised (t = 2 Beta(a, b) - 1 along mu with
     a = (d-1)/2 + kappa, b = (d-1)/2, a uniform direction orthogonal to it, then
-    a Householder reflection); t is drawn from a stateless seed. Pair it with the 'spherical_uniform' prior: the KL is then
-    analytic. `mean_stddev` returns the mode mu (a point on the sphere, which is
-    what the decoder was trained on) and the marginal standard deviations.
+    a Householder reflection); t is drawn from a stateless seed. Pair it with
+    the 'spherical_uniform' prior: the KL is then analytic. `mode_stddev`
+    returns the mode mu (a point on the sphere, which is what the decoder
+    was trained on; the mean E[z] = E[t] mu lies inside the ball) and the
+    marginal standard deviations.
     """
 
     name = "power_spherical"
+    support = "sphere"
 
     def num_params(self, latent_dim):
         return latent_dim + 1
@@ -173,7 +217,7 @@ class PowerSpherical(Posterior):
     def distribution(self, params):
         return tfd.PowerSpherical(*self._split(params))
 
-    def mean_stddev(self, params):
+    def mode_stddev(self, params):
         q = self.distribution(params)
         return q.mean_direction, tf.sqrt(tf.maximum(tf.linalg.diag_part(q.covariance()), 0.0))
 
@@ -185,11 +229,16 @@ class PowerSpherical(Posterior):
         is kept 1e-6 away from +-1 (with d = 2, Beta(kappa + 1/2, 1/2) draws round
         to exactly 1 in float32, and d/dt sqrt(1 - t^2) is then infinite). The
         direction orthogonal to mu comes from the Gaussian noise `eps`
-        (normalised), t from the stateless `seed`."""
+        (normalised), t from the stateless `seed` (all of its bits:
+        `replicas.int32_seed`). Under a strategy t is drawn for the global
+        batch and sliced (TFP's Beta sampler is element-wise in seed and
+        position), so N replicas draw what one device draws."""
         mu, kappa = self._split(params)
         d = tf.cast(tf.shape(mu)[-1], tf.float32)
-        beta = tfd.Beta((d - 1.0) / 2.0 + kappa, (d - 1.0) / 2.0)
-        t = 2.0 * beta.sample(tf.shape(eps)[0], seed=tf.cast(seed, tf.int32)) - 1.0  # [k, B]
+        kappa_all, start = replicas.gather(kappa)
+        beta = tfd.Beta((d - 1.0) / 2.0 + kappa_all, (d - 1.0) / 2.0)
+        t = beta.sample(tf.shape(eps)[0], seed=replicas.int32_seed(seed))[:, start:start + tf.shape(kappa)[0]]
+        t = 2.0 * t - 1.0  # [k, B]
         t = tf.clip_by_value(t, -1.0 + 1e-6, 1.0 - 1e-6)[..., None]
         v = tf.math.l2_normalize(_f32(eps)[..., 1:], axis=-1)  # uniform on S^{d-2}
         y = tf.concat([t, tf.sqrt(1.0 - tf.square(t)) * v], axis=-1)  # around e_1
@@ -321,45 +370,45 @@ class Gaussian(Likelihood):
 
 
 # -------------------------------------------------------------------- lookup
-POSTERIORS = {
-    "diagonal": DiagonalGaussian,
-    "full_covariance": FullCovarianceGaussian,
-    "power_spherical": PowerSpherical,
-}
-LIKELIHOODS = {
-    "bernoulli": Bernoulli,
-    "continuous_bernoulli": ContinuousBernoulli,
-    "gaussian": Gaussian,
-    "gaussian_learned": lambda: Gaussian(learn_scale=True),
-}
-
-
-def _lookup(spec, table, base, what):
-    if isinstance(spec, base):
-        return spec
-    if isinstance(spec, str):
-        if spec not in table:
-            raise ValueError(
-                f"Unknown {what} {spec!r}. Choose one of: {', '.join(sorted(table))}."
-            )
-        return table[spec]()
-    if isinstance(spec, dict):
-        obj = keras.saving.deserialize_keras_object(spec)
-        if isinstance(obj, base):
-            return obj
-    raise ValueError(f"Cannot make a {what} from {spec!r}.")
+for _name, _factory in [("diagonal", DiagonalGaussian), ("full_covariance", FullCovarianceGaussian),
+                        ("power_spherical", PowerSpherical)]:
+    registry.register("posterior", _name)(lambda _f=_factory, **_: _f())
+for _name, _factory in [("bernoulli", Bernoulli), ("continuous_bernoulli", ContinuousBernoulli),
+                        ("gaussian", Gaussian), ("gaussian_learned", lambda: Gaussian(learn_scale=True))]:
+    registry.register("likelihood", _name)(lambda _f=_factory, **_: _f())
 
 
 def get_posterior(spec):
     """A `Posterior` from a name ('diagonal', 'full_covariance',
-    'power_spherical'), config or instance."""
-    return _lookup(spec, POSTERIORS, Posterior, "posterior")
+    'power_spherical'), a config or an instance (`kvae.registry.get`).
+
+    Args:
+        spec: str, dict or `Posterior`.
+
+    Returns:
+        Posterior.
+
+    Example:
+        >>> get_posterior("diagonal").num_params(latent_dim=3)
+        6
+    """
+    return registry.get("posterior", spec)
 
 
 def get_likelihood(spec):
-    """A `Likelihood` from a name, config or instance.
+    """A `Likelihood` from a name, a config or an instance (`kvae.registry.get`).
 
     Names: 'bernoulli', 'continuous_bernoulli', 'gaussian' (sigma = 1),
     'gaussian_learned' (sigma predicted per value).
+
+    Args:
+        spec: str, dict or `Likelihood`.
+
+    Returns:
+        Likelihood.
+
+    Example:
+        >>> get_likelihood("gaussian_learned").param_shape((28, 28, 1))
+        (28, 28, 2)
     """
-    return _lookup(spec, LIKELIHOODS, Likelihood, "likelihood")
+    return registry.get("likelihood", spec)

@@ -19,6 +19,12 @@ exceeds its tolerance.
       onnx/decoder.onnx
       metadata.json                        latent dim, shapes, likelihood, kvae version, training summary
       report.json                          errors, sizes, batch-1 latency per artifact
+
+The SavedModel's `encode` signature names the posterior's mode `mean` (the
+mean for Gaussian posteriors; see `kvae.VAE.encode`), as servers already call it.
+
+Over 350 lines on purpose: the three formats share the decode graph, the
+verification loop and the report, and are read together when an artifact fails.
 """
 
 import json
@@ -34,6 +40,10 @@ import numpy as np
 
 from kvae import files
 from kvae.extras import require
+
+__all__ = ["FORMATS", "TFLITE_VARIANTS", "TOLERANCE", "INT8_LOGIT_CLIP", "ExportError", "VerificationError",
+           "load_source", "decode_outputs", "decoder_function", "run_tflite", "run_onnx",
+           "run_savedmodel_without_kvae", "default_tflite_variants", "export", "format_report"]
 
 FORMATS = ("savedmodel", "tflite", "onnx")
 TFLITE_VARIANTS = ("float32", "float16", "dynamic_int8", "int8")
@@ -70,29 +80,23 @@ class VerificationError(RuntimeError):
 
 # -------------------------------------------------------------- the source
 def load_source(path):
-    """(model, metadata) from a run directory or a `.keras` file."""
+    """The model to export and the metadata written beside it.
+
+    Args:
+        path: str or Path, a run directory or a `.keras` file (`kvae.rundir.open_model`).
+
+    Returns:
+        (kvae.VAE, dict: kvae version, latent_dim, input_shape, likelihood,
+        outputs, num_classes, prior, int8 logit clip, training summary, source).
+    """
     import kvae
+    from kvae import rundir
 
     path = Path(path)
-    summary = {}
-    if path.is_dir():
-        from kvae import runs
-
-        try:
-            model = runs.load_model(path)
-        except runs.RunError as e:
-            raise ExportError(str(e)) from None
-        if (path / "summary.json").exists():
-            summary = json.loads((path / "summary.json").read_text())
-    elif path.suffix == ".keras" and path.is_file():
-        try:
-            model = kvae.load_model(path)
-        except ValueError as e:
-            raise ExportError(f"Cannot load {path} as a Keras model: {e}") from None
-        if not isinstance(model, kvae.VAE):
-            raise ExportError(f"{path} holds a {type(model).__name__}, not a kvae.VAE.")
-    else:
-        raise ExportError(f"{path} is neither a kvae run directory nor a .keras file.")
+    try:
+        model, summary = rundir.open_model(path)
+    except rundir.RunError as e:
+        raise ExportError(str(e)) from None
     metadata = {
         "kvae_version": kvae.__version__,
         "latent_dim": model.latent_dim,
@@ -119,6 +123,16 @@ def _specs(model):
 
 
 def decode_outputs(model, z, labels=None, clip_logits=None):
+    """The exported decoder's outputs at latents z.
+
+    Args:
+        model: kvae.VAE; z: float32 [B, latent_dim]; labels: int32 [B] or None;
+        clip_logits: float or None (logits clipped to +-clip_logits).
+
+    Returns:
+        dict {"mean": E[x|z] [B, *input_shape], "logits": [B, *param_shape]
+        (where the likelihood has them)}.
+    """
     params = model.decode_params(z, labels)
     if clip_logits is not None and model.likelihood.has_logits:
         params = tf_clip(params, clip_logits)
@@ -135,8 +149,14 @@ def tf_clip(t, bound):
 
 
 def decoder_function(model, clip_logits=None):
-    """A `tf.function` decode(z[, labels]) -> {'mean'[, 'logits']} with named
-    inputs and a dynamic batch dimension; no random op."""
+    """The decoder as a graph: no random op, named inputs, any batch size.
+
+    Args:
+        model: kvae.VAE; clip_logits: float or None (the full-int8 decoder).
+
+    Returns:
+        tf.function decode(z [B, latent_dim][, labels [B]]) -> {'mean'[, 'logits']}.
+    """
     import tensorflow as tf
 
     z_spec, labels_spec, _ = _specs(model)
@@ -165,11 +185,11 @@ def _write_savedmodel(model, path, metadata, decoder_only=False, clip_logits=Non
         archive.add_endpoint("serving_default", decode)
 
         def encode(x, labels=None):
-            mean, stddev = model.posterior.mean_stddev(model.encode_params(x, labels))
+            mean, stddev = model.posterior.mode_stddev(model.encode_params(x, labels))
             return {"mean": mean, "stddev": stddev}
 
         def reconstruct(x, labels=None):
-            mean, _ = model.posterior.mean_stddev(model.encode_params(x, labels))
+            mean, _ = model.posterior.mode_stddev(model.encode_params(x, labels))
             return {"mean": model.likelihood.mean(model.decode_params(mean, labels))}
 
         def sample(n, seed, label=None):
@@ -293,7 +313,14 @@ def _latency(fn, runs=200, warmup=20):
 
 
 def run_tflite(path, z, labels=None):
-    """Decode with ai_edge_litert's signature runner: {'mean': ..., ...}."""
+    """Decode with ai_edge_litert's signature runner (no TensorFlow needed).
+
+    Args:
+        path: a .tflite file; z: float32 [B, latent_dim]; labels: int32 [B] or None.
+
+    Returns:
+        (dict {'mean': [B, ...], ...}, a function that decodes the first row alone, for batch-1 latency).
+    """
     from ai_edge_litert.interpreter import Interpreter
 
     runner = Interpreter(model_path=str(path)).get_signature_runner("decode")
@@ -302,6 +329,14 @@ def run_tflite(path, z, labels=None):
 
 
 def run_onnx(path, z, labels=None):
+    """Decode with onnxruntime on the CPU.
+
+    Args:
+        path: a .onnx file; z: float32 [B, latent_dim]; labels: int32 [B] or None.
+
+    Returns:
+        (dict {'mean': [B, ...], ...}, a function that decodes the first row alone, for batch-1 latency).
+    """
     import onnxruntime as ort
 
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
@@ -332,7 +367,14 @@ _SAVEDMODEL_CHECK = textwrap.dedent("""
 
 def run_savedmodel_without_kvae(path, z, labels=None):
     """The `serving_default` signature, run in a fresh Python process where
-    `import kvae` fails. Returns (outputs, (p50_ms, p99_ms))."""
+    `import kvae` fails, as a server would run it.
+
+    Args:
+        path: the SavedModel directory; z, labels: as in `run_tflite`.
+
+    Returns:
+        (dict of outputs, (p50_ms, p99_ms) of batch-1 calls).
+    """
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         np.save(tmp / "z.npy", z)
@@ -366,7 +408,14 @@ def default_tflite_variants(likelihood):
     mean: float16 missed its 1e-3 by 1.18e-3 there, dynamic-range int8 by
     0.164, and full int8 cannot run it (see UNSUPPORTED). float16 and
     dynamic_int8 may still be asked for, and are verified like any artifact
-    (bench/export_errors.py)."""
+    (bench/export_errors.py).
+
+    Args:
+        likelihood: str, the likelihood's name.
+
+    Returns:
+        tuple of variant names.
+    """
     return ("float32",) if likelihood == "continuous_bernoulli" else TFLITE_VARIANTS
 
 
@@ -381,7 +430,17 @@ def export(source, out_dir, formats=FORMATS, force=False, model_name="kvae", ver
     """Export the decoder of `source` (a run directory or `.keras` file) into
     `out_dir`, verify every artifact, and return the report (also written as
     report.json). `tflite_variants=None` writes `default_tflite_variants` of
-    the model's likelihood. Raises ExportError on any failure, leaving nothing behind."""
+    the model's likelihood. Raises ExportError on any failure, leaving nothing behind.
+
+    Args:
+        source: a run directory or `.keras` file; out_dir: the directory to create;
+        formats: from FORMATS; force: replace out_dir; model_name, version: TF
+        Serving's layout; num_check: latents drawn from the prior for the
+        checks; seed: int; tflite_variants: from TFLITE_VARIANTS or None; log: print-like.
+
+    Returns:
+        dict: rows (one per artifact: errors, tolerance, size, latency), metadata.
+    """
     formats = tuple(formats)
     unknown = [f for f in formats if f not in FORMATS]
     if unknown or not formats:
@@ -480,7 +539,14 @@ def _export_into(model, metadata, work, formats, model_name, version, num_check,
 
 
 def format_report(report):
-    """The report as a printed table."""
+    """The report of `export` as a table to print.
+
+    Args:
+        report: dict returned by `export`.
+
+    Returns:
+        str.
+    """
     lines = [f"{'artifact':24s} {'size MB':>9s} {'max err':>9s} {'mean err':>9s} {'p50 ms':>8s} {'p99 ms':>8s}"]
     for r in report["rows"]:
         size = "-" if r["size_bytes"] is None else f"{r['size_bytes'] / 1e6:.3f}"

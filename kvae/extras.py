@@ -24,7 +24,19 @@ class MissingExtraError(ImportError):
 
 def require(module, extra, feature):
     """Import and return `module`, or raise MissingExtraError saying which
-    extra to install for `feature` (e.g. "pictures")."""
+    extra to install for `feature`.
+
+    Args:
+        module: str, e.g. "matplotlib.figure"; extra: str, the kvae extra that
+        installs it; feature: str, what needs it (starts the message).
+
+    Returns:
+        The module.
+
+    Example:
+        >>> require("json", "core", "Settings").__name__
+        'json'
+    """
     try:
         return importlib.import_module(module)
     except ImportError:

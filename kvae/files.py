@@ -43,7 +43,14 @@ _TEMP = re.compile(r"^\..+\.(?:tmp|partial)-(\d+)-[0-9a-f]+")
 
 def temp_path(path, kind="tmp"):
     """A hidden sibling of `path` naming this process: `.STEM.KIND-PID-RANDOM.SUFFIX`
-    (the suffix is kept, since Keras and matplotlib choose the format by it)."""
+    (the suffix is kept, since Keras and matplotlib choose the format by it).
+
+    Args:
+        path: str or Path; kind: 'tmp' (files) or 'partial' (directories).
+
+    Returns:
+        Path.
+    """
     path = Path(path)
     return path.with_name(f".{path.stem}.{kind}-{os.getpid()}-{secrets.token_hex(3)}{path.suffix}")
 
@@ -92,13 +99,21 @@ def atomic_path(path, directory=False):
 
 
 def write_text(path, text):
-    """Write `text` to `path` atomically."""
+    """Write `text` to `path` atomically (whole or not at all).
+
+    Args:
+        path: str or Path; text: str.
+    """
     with atomic_path(path) as tmp:
         Path(tmp).write_text(text)
 
 
 def write_json(path, data):
-    """Write `data` as indented JSON to `path` atomically."""
+    """Write `data` as indented JSON to `path` atomically.
+
+    Args:
+        path: str or Path; data: anything `json.dumps` takes.
+    """
     write_text(path, json.dumps(data, indent=2))
 
 
@@ -115,7 +130,13 @@ def _alive(pid):
 def sweep(directory, recursive=False):
     """Remove the temporary files and directories (`.NAME.tmp-PID-*`,
     `.NAME.partial-PID-*`) left in `directory` by processes that no longer run.
-    Returns the paths removed."""
+
+    Args:
+        directory: str or Path; recursive: bool, also below it.
+
+    Returns:
+        list of the Paths removed.
+    """
     directory = Path(directory)
     if not directory.is_dir():
         return []

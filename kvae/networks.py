@@ -11,6 +11,10 @@ import math
 
 import keras
 
+from kvae import registry
+
+__all__ = ["MLP", "Conv", "mlp", "conv", "get", "build_encoder", "build_decoder"]
+
 
 def _check_activation(activation):
     try:
@@ -145,42 +149,72 @@ class Conv:
 
 
 def mlp(hidden_units=(512, 256), activation="relu"):
-    """An `MLP` spec; see `MLP`."""
+    """An `MLP` spec; see `MLP`.
+
+    Args:
+        hidden_units: sequence of int; activation: str.
+
+    Returns:
+        MLP.
+    """
     return MLP(hidden_units, activation)
 
 
 def conv(filters=(32, 64), hidden_units=256, activation="relu"):
-    """A `Conv` spec; see `Conv`."""
+    """A `Conv` spec; see `Conv`.
+
+    Args:
+        filters: sequence of int; hidden_units: int; activation: str.
+
+    Returns:
+        Conv.
+
+    Example:
+        >>> conv(filters=(16,)).encoder((8, 8, 1)).output_shape
+        (None, 256)
+    """
     return Conv(filters, hidden_units, activation)
 
 
-_DEFAULTS = {
-    ("mlp", "encoder"): lambda: MLP((512, 256)),
-    ("mlp", "decoder"): lambda: MLP((256, 512)),
-    ("conv", "encoder"): Conv,
-    ("conv", "decoder"): Conv,
-}
+registry.register("network", "mlp")(lambda role, **_: MLP((512, 256) if role == "encoder" else (256, 512)))
+registry.register("network", "conv")(lambda role, **_: Conv())
 
 
 def get(spec, role):
     """Resolve `spec` for `role` ('encoder' or 'decoder').
 
-    Accepts 'mlp', 'conv', an `MLP`/`Conv` spec, a serialised config, or any
-    `keras.layers.Layer` (used as the body as it is).
+    Args:
+        spec: 'mlp', 'conv' (`kvae.registry` names), an `MLP`/`Conv` spec, a
+            serialised config, or any `keras.layers.Layer` (used as the body as it is).
+        role: 'encoder' or 'decoder' (the named defaults differ: the MLP
+            decoder mirrors the encoder's widths).
+
+    Returns:
+        An `MLP`, a `Conv` or the layer.
+
+    Example:
+        >>> get("mlp", "decoder").hidden_units
+        (256, 512)
     """
     if isinstance(spec, (MLP, Conv, keras.layers.Layer)):
         return spec
-    if isinstance(spec, str):
-        if (spec, role) not in _DEFAULTS:
-            raise ValueError(f"Unknown {role} network {spec!r}. Choose 'mlp' or 'conv', or pass a Keras layer.")
-        return _DEFAULTS[(spec, role)]()
     if isinstance(spec, dict):
         return get(keras.saving.deserialize_keras_object(spec), role)
-    raise ValueError(f"Cannot make a {role} network from {spec!r}.")
+    try:
+        return registry.get("network", spec, role=role)
+    except ValueError:
+        raise ValueError(f"Unknown {role} network {spec!r}. Choose 'mlp' or 'conv', or pass a Keras layer.") from None
 
 
 def build_encoder(spec, input_shape):
-    """The encoder body for data of `input_shape`, built for any batch size."""
+    """The encoder body for data of `input_shape`, built for any batch size.
+
+    Args:
+        spec: an `MLP` / `Conv` spec or a Keras layer; input_shape: tuple.
+
+    Returns:
+        keras.layers.Layer mapping [B, *input_shape] to features [B, ...].
+    """
     if isinstance(spec, keras.layers.Layer):
         if not spec.built:
             spec.build((None,) + tuple(input_shape))
@@ -189,7 +223,15 @@ def build_encoder(spec, input_shape):
 
 
 def build_decoder(spec, input_dim, output_shape):
-    """The decoder body from `input_dim` numbers to `output_shape` parameters."""
+    """The decoder body from `input_dim` numbers to `output_shape` parameters.
+
+    Args:
+        spec: an `MLP` / `Conv` spec or a Keras layer; input_dim: int;
+        output_shape: tuple, the likelihood's parameter shape.
+
+    Returns:
+        keras.layers.Layer mapping [B, input_dim] to float32 [B, *output_shape].
+    """
     if isinstance(spec, keras.layers.Layer):
         if not spec.built:
             spec.build((None, input_dim))

@@ -1,84 +1,335 @@
-"""Variational objectives as pure functions of tensors and distributions.
+"""Training objectives as small objects: each owns its options, its schedule
+variables, its compatibility check and `loss(terms)`.
 
-Everything is per example (shape [B]) and float32; the model decides how to
-reduce over the batch (and over replicas).
+The VAE draws k = `objective.num_samples` latents per example and hands the
+objective a `Terms` (the log-densities at those draws); the objective returns
+the per-example loss [B] that the step minimises (the VAE divides the sum by
+the global batch). A new estimator is a new subclass, registered under a name:
+
+    ELBO(beta)             reconstruction + kl_weight * KL      (kl_weight = beta; KLWarmup ramps it)
+    FreeBitsELBO(floor)    reconstruction + kl_weight * sum_j max(floor, mean_batch KL_j)
+    CapacityELBO(gamma)    reconstruction + gamma * |mean_batch KL - C|   (CapacityAnnealing raises C)
+    IWAE(k)                -log (1/k) sum_i p(x, z_i) / q(z_i|x)
+
+"mean_batch" is the mean over the GLOBAL batch (kvae.replicas.batch_mean), so
+N replicas take the step one device takes. Everything here is float32.
+
+Example:
+    >>> import tensorflow as tf
+    >>> from kvae import objectives
+    >>> terms = objectives.Terms(log_px_z=tf.constant([[-10.0, -20.0]]), log_pz=tf.constant([[-1.0, -1.0]]),
+    ...                          log_qz=tf.constant([[0.0, 0.0]]), kl=tf.constant([2.0, 3.0]))
+    >>> objectives.ELBO(beta=0.5).loss(terms).numpy()
+    array([11. , 21.5], dtype=float32)
+    >>> objectives.IWAE(num_samples=1).loss(terms).numpy()  # k = 1: the ELBO with the Monte Carlo KL
+    array([11., 21.], dtype=float32)
 """
 
+import dataclasses
+import math
+from typing import Any, Optional
+
+import keras
 import tensorflow as tf
 import tensorflow_probability as tfp
 
+from kvae import registry, replicas
+
 tfd = tfp.distributions
 
+__all__ = ["Terms", "Objective", "ELBO", "FreeBitsELBO", "CapacityELBO", "IWAE", "kl_divergence", "get"]
 
-def kl_divergence(q, p, z=None):
-    """KL(q || p) per example.
 
-    Analytic where TFP registers a closed form (Gaussian posterior against the
-    standard normal prior); otherwise the one-sample Monte Carlo estimate
-    log q(z) - log p(z) at the reparameterised sample `z` (unbiased, and its
-    gradient flows through z).
+@dataclasses.dataclass
+class Terms:
+    """What the model computed for a batch, for an objective to combine.
+
+    Args:
+        log_px_z: float32 [k, B], log p(x|z_i) at k draws z_i ~ q(z|x).
+        log_pz: float32 [k, B], log p(z_i) under the prior.
+        log_qz: float32 [k, B], log q(z_i|x).
+        kl: float32 [B], KL(q(z|x) || p(z)): analytic where TFP has it, else
+            the mean over the k draws of log q(z_i|x) - log p(z_i).
+        q_params: float32 [B, P] the posterior's parameters (or None).
+        posterior: the model's `kvae.distributions.Posterior` (or None).
+        prior: the model's `kvae.priors.Prior` (or None).
+    """
+
+    log_px_z: tf.Tensor
+    log_pz: tf.Tensor
+    log_qz: tf.Tensor
+    kl: tf.Tensor
+    q_params: Optional[tf.Tensor] = None
+    posterior: Any = None
+    prior: Any = None
+
+    @property
+    def reconstruction(self):
+        """-E_q log p(x|z) per example [B], the mean over the k draws."""
+        return -tf.reduce_mean(self.log_px_z, axis=0)
+
+    @property
+    def log_weights(self):
+        """log p(x|z_i) + log p(z_i) - log q(z_i|x): [k, B]."""
+        return self.log_px_z + self.log_pz - self.log_qz
+
+
+def kl_divergence(q, p, log_qz=None, log_pz=None):
+    """KL(q || p) per example [B].
+
+    Analytic where TFP registers a closed form; otherwise the Monte Carlo
+    estimate mean_i (log q(z_i) - log p(z_i)) over the draws in `log_qz`,
+    `log_pz` ([k, B]), whose gradient flows through the reparameterised z_i.
+
+    Args:
+        q: tfd.Distribution, batch [B], the posterior.
+        p: tfd.Distribution, the prior.
+        log_qz, log_pz: float32 [k, B] or None.
+
+    Returns:
+        float32 [B].
+
+    Example:
+        >>> import tensorflow_probability as tfp
+        >>> tfd = tfp.distributions
+        >>> q = tfd.MultivariateNormalDiag([[1.0, 0.0]], [[1.0, 1.0]])
+        >>> p = tfd.MultivariateNormalDiag([0.0, 0.0], [1.0, 1.0])
+        >>> kl_divergence(q, p).numpy()  # mu^2 / 2
+        array([0.5], dtype=float32)
     """
     try:
         return tfd.kl_divergence(q, p)
     except NotImplementedError:
-        if z is None:
-            raise ValueError(
-                f"No analytic KL between {type(q).__name__} and {type(p).__name__}: "
-                "pass the sample z for a Monte Carlo estimate."
-            ) from None
-        return q.log_prob(z) - p.log_prob(z)
+        if log_qz is None or log_pz is None:
+            raise ValueError(f"No analytic KL between {type(q).__name__} and {type(p).__name__}: "
+                             "pass log_qz and log_pz for a Monte Carlo estimate.") from None
+        return tf.reduce_mean(log_qz - log_pz, axis=0)
 
 
-def elbo_terms(x, likelihood_dist, q, p, z):
-    """The two terms of the ELBO for one sample z ~ q(z|x) per example.
+class Objective:
+    """Base class: options in `__init__`, variables in `build`, `loss(terms)`.
+
+    Subclasses set `name`, take `num_samples` (draws of z per example), may
+    override `check(model)` to refuse parts they cannot work with, and store
+    every constructor argument under its own name for `get_config`.
+
+    Args:
+        num_samples: int >= 1, draws of z per example.
+    """
+
+    name = None
+
+    def __init__(self, num_samples=1):
+        if not int(num_samples) >= 1:
+            raise ValueError(f"num_samples must be >= 1, got {num_samples}.")
+        self.num_samples = int(num_samples)
+
+    def build(self):
+        """Create the objective's schedule variables (called by the VAE, under its strategy scope)."""
+
+    def check(self, model):
+        """Raise ValueError if the model's parts do not suit this objective."""
+
+    def loss(self, terms):
+        """The per-example loss [B] to minimise, from a `Terms`."""
+        raise NotImplementedError
+
+    def get_config(self):
+        return {"num_samples": self.num_samples}
+
+    @classmethod
+    def from_config(cls, config):
+        return cls(**config)
+
+    def __repr__(self):
+        return f"{type(self).__name__}({', '.join(f'{k}={v!r}' for k, v in self.get_config().items())})"
+
+
+def _nonnegative(value, what):
+    if not float(value) >= 0 or not math.isfinite(float(value)):
+        raise ValueError(f"{what} must be a finite number >= 0, got {value}.")
+    return float(value)
+
+
+@keras.saving.register_keras_serializable(package="kvae")
+class ELBO(Objective):
+    """The (beta-)ELBO, averaged over `num_samples` draws of z per example:
+
+        loss = E_q[-log p(x|z)] + kl_weight * KL(q(z|x) || p(z))
+
+    `kl_weight` (a float32 variable) starts at `beta`; `kvae.callbacks.KLWarmup`
+    changes it between steps without retracing. Not saved with the model.
+
+    Args:
+        beta: float >= 0, the weight of the KL term (1: the ELBO).
+        num_samples: int >= 1, draws of z per example.
+
+    Example:
+        >>> import kvae
+        >>> model = kvae.VAE(input_shape=(8, 8, 1), latent_dim=2, objective=kvae.objectives.ELBO(beta=4.0))
+        >>> float(model.objective.kl_weight.numpy())
+        4.0
+    """
+
+    name = "elbo"
+
+    def __init__(self, beta=1.0, num_samples=1):
+        super().__init__(num_samples)
+        self.beta = _nonnegative(beta, "beta")
+        self.kl_weight = None
+
+    def build(self):
+        if self.kl_weight is None:
+            self.kl_weight = tf.Variable(self.beta, trainable=False, dtype=tf.float32, name="kl_weight")
+
+    def kl_term(self, terms):
+        """The KL term before weighting, per example [B]."""
+        return terms.kl
+
+    def loss(self, terms):
+        self.build()
+        return terms.reconstruction + self.kl_weight * self.kl_term(terms)
+
+    def get_config(self):
+        return {"beta": self.beta, **super().get_config()}
+
+
+@keras.saving.register_keras_serializable(package="kvae")
+class FreeBitsELBO(ELBO):
+    """The ELBO with free bits (Kingma et al., 2016): each latent dimension's
+    KL, averaged over the global batch, counts at least `free_bits` nats:
+
+        loss = reconstruction + kl_weight * sum_j max(free_bits, mean_batch KL_j)
+
+    The optimiser gains nothing by pushing a dimension's KL below the floor (its
+    gradient is zero there), which keeps units from collapsing. Needs a
+    posterior with a per-dimension analytic KL to the prior (the 'diagonal'
+    posterior with the 'standard_normal' prior).
+
+    Args:
+        free_bits: float >= 0, the floor in nats per dimension.
+        beta: float >= 0.
+        num_samples: int >= 1.
+    """
+
+    name = "free_bits"
+
+    def __init__(self, free_bits=0.5, beta=1.0, num_samples=1):
+        super().__init__(beta, num_samples)
+        self.free_bits = _nonnegative(free_bits, "free_bits")
+
+    def check(self, model):
+        if not model.posterior.has_kl_per_dim(model.prior):
+            raise ValueError("free_bits needs the 'diagonal' posterior and the 'standard_normal' prior "
+                             "(it floors each dimension's analytic KL).")
+
+    def kl_term(self, terms):
+        per_dim = replicas.batch_mean(terms.posterior.kl_per_dim(terms.q_params, terms.prior))  # [d]
+        return tf.fill(tf.shape(terms.kl), tf.reduce_sum(tf.maximum(per_dim, self.free_bits)))
+
+    def get_config(self):
+        return {"free_bits": self.free_bits, **super().get_config()}
+
+
+@keras.saving.register_keras_serializable(package="kvae")
+class CapacityELBO(Objective):
+    """The capacity objective of Burgess et al. (2018):
+
+        loss = reconstruction + gamma * |mean_batch KL - C|
+
+    The KL is pushed towards a capacity C (nats, the float32 variable
+    `capacity`, 0 at first) that `kvae.callbacks.CapacityAnnealing` raises
+    during training, instead of towards 0. The mean is over the global batch.
+
+    Args:
+        gamma: float >= 0, the weight of the capacity term.
+        num_samples: int >= 1.
+    """
+
+    name = "capacity"
+
+    def __init__(self, gamma=1000.0, num_samples=1):
+        super().__init__(num_samples)
+        self.gamma = _nonnegative(gamma, "capacity_gamma")
+        self.capacity = None
+
+    def build(self):
+        if self.capacity is None:
+            self.capacity = tf.Variable(0.0, trainable=False, dtype=tf.float32, name="kl_capacity")
+
+    def loss(self, terms):
+        self.build()
+        term = self.gamma * tf.abs(replicas.batch_mean(terms.kl) - self.capacity)
+        return terms.reconstruction + tf.fill(tf.shape(terms.kl), term)
+
+    def get_config(self):
+        return {"gamma": self.gamma, **super().get_config()}
+
+
+@keras.saving.register_keras_serializable(package="kvae")
+class IWAE(Objective):
+    """The importance-weighted bound (Burda et al., 2016), per example:
+
+        L_k = log (1/k) sum_i p(x|z_i) p(z_i) / q(z_i|x),   z_i ~ q(z|x)
+
+    loss = -L_k. L_1 is the ELBO; L_k <= log p(x) and does not decrease in
+    expectation with k. Computed with `tfp.math.reduce_logmeanexp` in float32.
+    The gradient is the plain reparameterised one (a new estimator, e.g.
+    DReG, is a subclass overriding `loss`).
+
+    Args:
+        num_samples: int >= 1, k.
+    """
+
+    name = "iwae"
+
+    def __init__(self, num_samples=5):
+        super().__init__(num_samples)
+
+    def loss(self, terms):
+        return -tfp.math.reduce_logmeanexp(terms.log_weights, axis=0)
+
+
+def _from_options(name):
+    def factory(beta=1.0, num_samples=1, free_bits=0.0, capacity_gamma=0.0, **_):
+        free_bits, capacity_gamma = _nonnegative(free_bits, "free_bits"), _nonnegative(capacity_gamma, "capacity_gamma")
+        if name == "iwae":
+            if float(free_bits) > 0 or float(capacity_gamma) > 0:
+                raise ValueError("free_bits and capacity_gamma apply to the 'elbo' objective, not to 'iwae'.")
+            return IWAE(num_samples)
+        if float(capacity_gamma) > 0 and float(free_bits) > 0:
+            raise ValueError("capacity_gamma replaces the KL term of the 'elbo' objective: "
+                             "it cannot be combined with free_bits.")
+        if float(capacity_gamma) > 0:
+            return CapacityELBO(capacity_gamma, num_samples)
+        if float(free_bits) > 0:
+            return FreeBitsELBO(free_bits, beta, num_samples)
+        return ELBO(beta, num_samples)
+
+    return factory
+
+
+registry.register("objective", "elbo")(_from_options("elbo"))
+registry.register("objective", "iwae")(_from_options("iwae"))
+
+
+def get(spec, **options):
+    """An `Objective` from a name ('elbo', 'iwae'), a config, or an instance.
+
+    Args:
+        spec: str, dict or `Objective`.
+        **options: for a name: beta, num_samples, free_bits, capacity_gamma
+            ('elbo' with free_bits > 0 is a `FreeBitsELBO`, with
+            capacity_gamma > 0 a `CapacityELBO`); None means not given.
 
     Returns:
-        (reconstruction, kl): -log p(x|z) and KL(q || p), each shape [B], so that
-        ELBO = -(reconstruction + kl) and the beta-VAE loss is
-        reconstruction + beta * kl.
+        An `Objective`.
+
+    Example:
+        >>> get("elbo", free_bits=0.5)
+        FreeBitsELBO(free_bits=0.5, beta=1.0, num_samples=1)
     """
-    reconstruction = -likelihood_dist.log_prob(tf.cast(x, tf.float32))
-    return reconstruction, kl_divergence(q, p, z)
-
-
-def beta_vae_loss(reconstruction, kl, beta=1.0):
-    """Per-example negative beta-ELBO: E_q[-log p(x|z)] + beta * KL(q||p)."""
-    return reconstruction + beta * kl
-
-
-def free_bits_kl(kl_per_dim, floor):
-    """The KL term with free bits (Kingma et al., 2016), per example.
-
-    Each dimension's KL, averaged over the batch, counts at least `floor` nats:
-        sum_j max(floor, mean_batch KL_j)
-    so the optimiser gains nothing by pushing a dimension's KL below the
-    floor (its gradient is zero there), which keeps units from collapsing.
-    kl_per_dim: [B, d]. Returns [B] (the same value for every example).
-    """
-    per_dim = tf.reduce_mean(kl_per_dim, axis=0)
-    total = tf.reduce_sum(tf.maximum(per_dim, floor))
-    return tf.fill(tf.shape(kl_per_dim)[:1], total)
-
-
-def iwae_bound(log_px_z, log_pz, log_qz):
-    """The importance-weighted bound (Burda et al., 2016) per example.
-
-    With k samples z_i ~ q(z|x) stacked on axis 0 (each argument [k, B]):
-
-        L_k = log (1/k) sum_i p(x|z_i) p(z_i) / q(z_i|x)
-
-    L_1 is the ELBO; L_k <= log p(x) and does not decrease in expectation with
-    k. Computed with a log-sum-exp in float32.
-    """
-    log_w = tf.cast(log_px_z, tf.float32) + tf.cast(log_pz, tf.float32) - tf.cast(log_qz, tf.float32)
-    k = tf.cast(tf.shape(log_w)[0], tf.float32)
-    return tf.reduce_logsumexp(log_w, axis=0) - tf.math.log(k)
-
-
-def capacity_kl(kl, capacity, gamma):
-    """The KL term of Burgess et al. (2018), per example: gamma * |mean_batch KL - C|.
-
-    The KL is pushed towards a capacity C (nats) that a schedule raises during
-    training, instead of towards 0. kl: [B]. Returns [B] (the same value)."""
-    term = gamma * tf.abs(tf.reduce_mean(kl) - capacity)
-    return tf.fill(tf.shape(kl), term)
+    options = {k: v for k, v in options.items() if v is not None}
+    if options and not isinstance(spec, str):
+        raise ValueError(f"Give {', '.join(options)} to the objective object, not to the VAE.")
+    return registry.get("objective", spec, **options)

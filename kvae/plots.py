@@ -16,6 +16,9 @@ import numpy as np
 from kvae import files
 from kvae.extras import require
 
+__all__ = ["grid_image", "grid_figure", "save_grid", "pairs_figure", "save_pairs", "read_metrics", "curves_figure",
+           "save_curves"]
+
 
 def _figure(figsize):
     return require("matplotlib.figure", "plots", "Pictures").Figure(figsize=figsize)
@@ -30,7 +33,20 @@ def _save(fig, path):
 
 
 def grid_image(images, columns=None, pad=1):
-    """Tile [N, H, W, C] (C = 1 or 3) or [N, D] images in [0, 1] into one array."""
+    """Tile images into one array, `pad` white pixels between them.
+
+    Args:
+        images: [N, H, W, C] (C = 1 or 3) or [N, D] (D a square) in [0, 1].
+        columns: int or None (about sqrt(N)).
+        pad: int.
+
+    Returns:
+        float32 [rows * (H + pad) + pad, columns * (W + pad) + pad] (C = 1) or with C = 3 last.
+
+    Example:
+        >>> grid_image(np.zeros((6, 4, 4, 1)), columns=3).shape
+        (11, 16)
+    """
     images = np.asarray(images, dtype="float32")
     if images.ndim == 2:  # vectors: show as a square-ish image if possible
         side = int(math.isqrt(images.shape[1]))
@@ -50,7 +66,15 @@ def grid_image(images, columns=None, pad=1):
 
 
 def grid_figure(images, title=None, columns=None, width=None):
-    """A figure of a grid of images in [0, 1] (see `grid_image`)."""
+    """A figure of a grid of images in [0, 1] (see `grid_image`).
+
+    Args:
+        images: as in `grid_image`; title: str or None; columns: int or None;
+        width: inches or None (small images are enlarged).
+
+    Returns:
+        matplotlib.figure.Figure.
+    """
     canvas = grid_image(images, columns)
     scale = width or max(4.0, min(12.0, canvas.shape[1] / 12))  # inches: small images are enlarged
     fig = _figure((scale, scale * canvas.shape[0] / canvas.shape[1] + (0.4 if title else 0)))
@@ -63,12 +87,24 @@ def grid_figure(images, title=None, columns=None, width=None):
 
 
 def save_grid(images, path, title=None, columns=None):
-    """Save a grid of images in [0, 1] as a PNG."""
+    """Save a grid of images in [0, 1] as a PNG, atomically.
+
+    Args:
+        images: as in `grid_image`; path: str or Path; title, columns: as in `grid_figure`.
+    """
     _save(grid_figure(images, title, columns), path)
 
 
 def pairs_figure(inputs, outputs, title=None, columns=8):
-    """Inputs and their reconstructions: rows alternate input / output."""
+    """Inputs and their reconstructions: rows alternate input / output.
+
+    Args:
+        inputs, outputs: [N, ...] images in [0, 1], the same shape.
+        title: str or None; columns: int, images per row.
+
+    Returns:
+        matplotlib.figure.Figure.
+    """
     inputs, outputs = np.asarray(inputs), np.asarray(outputs)
     columns = min(columns, len(inputs))
     rows = []
@@ -80,20 +116,38 @@ def pairs_figure(inputs, outputs, title=None, columns=8):
 
 
 def save_pairs(inputs, outputs, path, title=None, columns=8):
-    """Save `pairs_figure` as a PNG."""
+    """Save `pairs_figure` as a PNG, atomically.
+
+    Args:
+        inputs, outputs, title, columns: as in `pairs_figure`; path: str or Path.
+    """
     _save(pairs_figure(inputs, outputs, title, columns), path)
 
 
 def read_metrics(csv_path):
-    """metrics.csv (Keras CSVLogger) as {column: [floats]}."""
+    """Read a run's metrics.csv (Keras CSVLogger).
+
+    Args:
+        csv_path: str or Path.
+
+    Returns:
+        dict {column: [float per epoch]}; {} for an empty file.
+    """
     with open(csv_path, newline="") as f:
         rows = list(csv.DictReader(f))
     return {k: [float(r[k]) for r in rows] for k in (rows[0] if rows else {})}
 
 
 def curves_figure(metrics):
-    """ELBO, reconstruction and KL per epoch, train and validation. `metrics`:
-    {name: [value per epoch]}, e.g. `model.fit(...).history` or `read_metrics`."""
+    """ELBO, reconstruction and KL per epoch, train and validation.
+
+    Args:
+        metrics: {name: [value per epoch]}, e.g. `model.fit(...).history` or
+            `read_metrics` (an `epoch` column numbers the x axis from 1).
+
+    Returns:
+        matplotlib.figure.Figure with three axes.
+    """
     epochs = [int(e) + 1 for e in metrics.get("epoch", range(len(metrics.get("loss", []))))]
     fig = _figure((12, 3.4))
     axes = fig.subplots(1, 3)
@@ -112,5 +166,9 @@ def curves_figure(metrics):
 
 
 def save_curves(metrics, path):
-    """Save `curves_figure` as a PNG."""
+    """Save `curves_figure` as a PNG, atomically.
+
+    Args:
+        metrics: as in `curves_figure`; path: str or Path.
+    """
     _save(curves_figure(metrics), path)

@@ -2,21 +2,40 @@
 `tfd.Distribution` with event shape [latent_dim] on request.
 
 All math is float32 whatever the global dtype policy.
+
+Example:
+    >>> from kvae import priors
+    >>> p = priors.get_prior("standard_normal", latent_dim=3, input_shape=(8, 8, 1))
+    >>> round(float(p.distribution().log_prob([0.0, 0.0, 0.0])), 4)  # -3/2 log(2 pi)
+    -2.7568
 """
 
 import keras
 import tensorflow as tf
 import tensorflow_probability as tfp
 
+from kvae import registry
+
 tfd = tfp.distributions
+
+__all__ = ["Prior", "StandardNormal", "MixtureOfGaussians", "VampPrior", "SphericalUniform", "get_prior"]
 
 
 class Prior(keras.layers.Layer):
     """Base class. Subclasses implement `distribution(model)`.
 
     `model` is the owning VAE; only priors defined through the encoder (the
-    VampPrior) use it.
+    VampPrior) use it. `support` ('euclidean' or 'sphere') must match the
+    posterior's; `standard_normal` says whether p(z) = N(0, I) (then per-
+    dimension KLs exist, e.g. for free bits).
+
+    Args:
+        latent_dim: int >= 1.
+        **kwargs: for `keras.layers.Layer` (dtype defaults to float32).
     """
+
+    support = "euclidean"
+    standard_normal = False
 
     def __init__(self, latent_dim, **kwargs):
         kwargs.setdefault("dtype", "float32")
@@ -27,6 +46,16 @@ class Prior(keras.layers.Layer):
 
     def distribution(self, model=None):
         raise NotImplementedError
+
+    def check(self, model):
+        """Raise ValueError if the model's other parts do not suit this prior:
+        by default the posterior must live where the prior does."""
+        if model.posterior.support != self.support:
+            raise ValueError(
+                "A hyperspherical latent space needs both posterior='power_spherical' and "
+                "prior='spherical_uniform' (z lives on the unit sphere); got the "
+                f"{model.posterior.name!r} posterior with the {type(self).__name__} prior."
+            )
 
     def call(self, inputs):  # a prior has no forward pass of its own
         return inputs
@@ -39,7 +68,13 @@ class Prior(keras.layers.Layer):
 
 @keras.saving.register_keras_serializable(package="kvae")
 class StandardNormal(Prior):
-    """p(z) = N(0, I). KL to a Gaussian posterior is analytic."""
+    """p(z) = N(0, I). KL to a Gaussian posterior is analytic.
+
+    Args:
+        latent_dim: int >= 1.
+    """
+
+    standard_normal = True
 
     def distribution(self, model=None):
         return tfd.MultivariateNormalDiag(
@@ -113,6 +148,11 @@ class VampPrior(Prior):
             name="pseudo_logits",
         )
 
+    def check(self, model):
+        super().check(model)
+        if model.conditional:
+            raise ValueError("The VampPrior is not supported for a conditional model.")
+
     def pseudo_inputs(self):
         return tf.sigmoid(tf.cast(self.pseudo_logits, tf.float32))
 
@@ -136,7 +176,13 @@ class SphericalUniform(Prior):
     """p(z) = the uniform distribution on the unit sphere S^{d-1} in R^d, the
     prior of a hyperspherical (S-VAE) latent space. Its log density is
     -log area(S^{d-1}) = log Gamma(d/2) - log 2 - (d/2) log pi. KL to the
-    'power_spherical' posterior is analytic (-entropy - log density)."""
+    'power_spherical' posterior is analytic (-entropy - log density).
+
+    Args:
+        latent_dim: int >= 2.
+    """
+
+    support = "sphere"
 
     def __init__(self, latent_dim, **kwargs):
         super().__init__(latent_dim, **kwargs)
@@ -147,26 +193,26 @@ class SphericalUniform(Prior):
         return tfd.SphericalUniform(dimension=self.latent_dim, dtype=tf.float32)
 
 
-PRIORS = {
-    "standard_normal": StandardNormal,
-    "mixture": MixtureOfGaussians,
-    "vamp": VampPrior,
-    "spherical_uniform": SphericalUniform,
-}
+registry.register("prior", "standard_normal")(lambda latent_dim, **_: StandardNormal(latent_dim))
+registry.register("prior", "mixture")(lambda latent_dim, **_: MixtureOfGaussians(latent_dim))
+registry.register("prior", "vamp")(lambda latent_dim, input_shape, **_: VampPrior(latent_dim, input_shape))
+registry.register("prior", "spherical_uniform")(lambda latent_dim, **_: SphericalUniform(latent_dim))
 
 
 def get_prior(spec, latent_dim, input_shape):
     """A `Prior` layer from a name ('standard_normal', 'mixture', 'vamp',
-    'spherical_uniform'), a serialised config, or an instance."""
-    if isinstance(spec, Prior):
-        prior = spec
-    elif isinstance(spec, dict):
-        prior = keras.saving.deserialize_keras_object(spec)
-    elif isinstance(spec, str) and spec in PRIORS:
-        cls = PRIORS[spec]
-        prior = cls(latent_dim, input_shape) if cls is VampPrior else cls(latent_dim)
-    else:
-        raise ValueError(f"Unknown prior {spec!r}. Choose one of: {', '.join(PRIORS)}.")
+    'spherical_uniform'), a serialised config, or an instance
+    (`kvae.registry.get`).
+
+    Args:
+        spec: str, dict or `Prior`.
+        latent_dim: int, the model's latent dimension (a given prior must match it).
+        input_shape: tuple, one example's shape (the VampPrior's pseudo-inputs).
+
+    Returns:
+        A `Prior`.
+    """
+    prior = registry.get("prior", spec, latent_dim=latent_dim, input_shape=input_shape)
     if prior.latent_dim != latent_dim:
         raise ValueError(
             f"The prior's latent_dim ({prior.latent_dim}) differs from the model's ({latent_dim})."

@@ -1,15 +1,7 @@
-"""A training run on disk.
-
-RUN_DIR/
-  config.json          everything needed to rebuild the model and its data
-  state.json           epochs finished, best validation loss (written atomically)
-  last.keras           model + optimizer after the last finished epoch
-  best.keras           the model with the best validation loss
-  metrics.csv          one row per epoch (Keras CSVLogger)
-  curves.png           ELBO / reconstruction / KL per epoch
-  images/              samples_epoch_NNN.png, reconstructions_epoch_NNN.png
-  tensorboard/         TensorBoard logs
-  summary.json         test metrics and wall time, when training ends
+"""Training runs: `train` a new run into a directory, `resume` one, and
+`evaluate` its model. The directory's layout and its readers are in
+kvae.rundir; the settings (TrainConfig) in kvae.config. Over 350 lines by a
+few: the trust rules below are kept with the code that keeps them.
 
 Trust rules, each tested by fault injection (tests/test_faults.py):
   - nothing on disk changes until the config, the data (every split, whole)
@@ -23,137 +15,22 @@ Trust rules, each tested by fault injection (tests/test_faults.py):
 
 import contextlib
 import csv
-import dataclasses
 import io
 import json
 import math
 import os
 import shutil
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 
 from kvae import data as kdata
 from kvae import files
+from kvae.config import RunError, TrainConfig, RESUMABLE, flag
+from kvae.rundir import CONFIG_FILE, STATE_FILE, load_config, load_model, read_state
 
-CONFIG_FILE = "config.json"
-STATE_FILE = "state.json"
+__all__ = ["prepare_data", "build_model", "train", "resume", "resume_config", "evaluate"]
 #: settings that may change when a run is resumed (everything else is the run)
-RESUMABLE = ("epochs", "data_dir", "download")
-_FLAGS = {"learning_rate": "--lr"}
-
-
-def flag(field):
-    """The command-line flag of a TrainConfig field, e.g. 'learning_rate' -> '--lr'."""
-    return _FLAGS.get(field, "--" + field.replace("_", "-"))
-
-
-class RunError(ValueError):
-    """A run directory that cannot be used as asked."""
-
-
-@dataclass
-class TrainConfig:
-    """What `kvae train` was asked for; stored in config.json."""
-
-    dataset: str = "fashion_mnist"
-    data_dir: str = None
-    download: bool = False
-    binarize: str = None  # None: 'dynamic' for Bernoulli likelihoods, else 'none'
-    network: str = "mlp"
-    latent_dim: int = 16
-    likelihood: str = "bernoulli"
-    posterior: str = "diagonal"
-    prior: str = "standard_normal"
-    beta: float = 1.0
-    objective: str = "elbo"
-    num_samples: int = 1
-    free_bits: float = 0.0
-    kl_warmup: int = 0  # epochs of KL warm-up (0: none)
-    kl_schedule: str = "linear"
-    capacity_gamma: float = 0.0  # > 0: Burgess et al. capacity objective
-    max_capacity: float = 25.0  # nats, reached after --kl-warmup epochs (or half the epochs)
-    conditional: bool = False
-    epochs: int = 10
-    batch_size: int = 128
-    learning_rate: float = 1e-3
-    mixed_precision: str = "none"
-    strategy: str = "none"
-    steps_per_execution: int = 32
-    seed: int = 0
-
-    def validate(self):
-        finite = [f"{flag(k)} must be a finite number, got {getattr(self, k)}"
-                  for k in ("beta", "learning_rate", "free_bits", "capacity_gamma", "max_capacity")
-                  if not math.isfinite(getattr(self, k))]
-        if finite:
-            raise RunError(finite[0])
-        checks = [
-            (self.epochs >= 1, f"--epochs must be >= 1, got {self.epochs}"),
-            (self.latent_dim >= 1, f"--latent-dim must be >= 1, got {self.latent_dim}"),
-            (self.beta >= 0, f"--beta must be >= 0, got {self.beta}"),
-            (self.num_samples >= 1, f"--num-samples must be >= 1, got {self.num_samples}"),
-            (self.free_bits >= 0, f"--free-bits must be >= 0, got {self.free_bits}"),
-            (self.kl_warmup >= 0, f"--kl-warmup must be >= 0, got {self.kl_warmup}"),
-            (self.kl_schedule in ("linear", "cyclical"), "--kl-schedule must be linear or cyclical"),
-            (self.capacity_gamma >= 0, f"--capacity-gamma must be >= 0, got {self.capacity_gamma}"),
-            (self.max_capacity >= 0, f"--max-capacity must be >= 0, got {self.max_capacity}"),
-            (not (self.kl_warmup and self.objective == "iwae"),
-             "--kl-warmup weights the KL term of the elbo objective; the iwae bound has none"),
-            (self.batch_size >= 1, f"--batch-size must be >= 1, got {self.batch_size}"),
-            (self.learning_rate > 0, f"--lr must be > 0, got {self.learning_rate}"),
-            (self.steps_per_execution >= 1, f"--steps-per-execution must be >= 1, got {self.steps_per_execution}"),
-            (self.binarize in (None,) + kdata.BINARIZE, f"--binarize must be one of {', '.join(kdata.BINARIZE)}"),
-            (self.mixed_precision in ("none", "mixed_float16", "mixed_bfloat16"),
-             f"--mixed-precision must be none, mixed_float16 or mixed_bfloat16, got {self.mixed_precision}"),
-            (self.strategy in ("none", "mirrored", "multiworker"),
-             f"--strategy must be none, mirrored or multiworker, got {self.strategy}"),
-        ]
-        for ok, message in checks:
-            if not ok:
-                raise RunError(message)
-
-    @classmethod
-    def from_dict(cls, raw, where="the config"):
-        """A validated TrainConfig from a dict (config.json's "train"): unknown
-        keys, wrong types and invalid values raise RunError naming `where`."""
-        if not isinstance(raw, dict):
-            raise RunError(f"{where}: expected an object of settings, got {type(raw).__name__}.")
-        fields = {f.name: f for f in dataclasses.fields(cls)}
-        unknown = sorted(set(raw) - set(fields))
-        if unknown:
-            raise RunError(f"{where}: unknown setting(s) {', '.join(map(repr, unknown))}.")
-        for key, value in raw.items():
-            f = fields[key]
-            if not _type_ok(value, f.type, nullable=f.default is None):
-                raise RunError(f"{where}: {key!r} must be {f.type.__name__}"
-                               f"{' or null' if f.default is None else ''}, got {value!r}.")
-        cfg = cls(**raw)
-        try:
-            cfg.validate()
-        except RunError as e:
-            raise RunError(f"{where}: {e}") from None
-        return cfg
-
-    @property
-    def binarization(self):
-        if self.binarize:
-            return self.binarize
-        return "dynamic" if self.likelihood in ("bernoulli", "continuous_bernoulli") else "none"
-
-
-def _type_ok(value, kind, nullable):
-    if value is None:
-        return nullable
-    if kind is bool:
-        return isinstance(value, bool)
-    if kind is int:
-        return isinstance(value, int) and not isinstance(value, bool)
-    if kind is float:
-        return isinstance(value, (int, float)) and not isinstance(value, bool)
-    return isinstance(value, kind)
-
-
 # ------------------------------------------------------------------ data
 def prepare_data(cfg):
     """The dataset of a run, checked whole (every split) and binarised as configured.
@@ -161,6 +38,13 @@ def prepare_data(cfg):
     Raises DataError before anything is trained: NaN/Inf anywhere, values
     outside [0, 1] for a Bernoulli-type likelihood or any binarisation, labels
     out of range for a conditional run.
+
+    Args:
+        cfg: kvae.config.TrainConfig.
+
+    Returns:
+        kvae.data.Dataset, validation and test binarised once (fixed draws),
+        train as configured (a 'dynamic' draw happens in the pipeline).
     """
     from kvae import distributions
 
@@ -201,6 +85,14 @@ def _strategy(name):
 
 
 def build_model(cfg, ds):
+    """The model and optimizer a run trains.
+
+    Args:
+        cfg: kvae.config.TrainConfig; ds: kvae.data.Dataset (its shape and classes).
+
+    Returns:
+        (an uncompiled kvae.VAE, a keras.optimizers.Adam).
+    """
     import keras
 
     import kvae
@@ -217,67 +109,6 @@ def build_model(cfg, ds):
 
 
 # ------------------------------------------------------------------ runs
-def is_run(path):
-    return (Path(path) / CONFIG_FILE).exists()
-
-
-def _read_json(path, what):
-    try:
-        return json.loads(Path(path).read_text())
-    except (OSError, ValueError) as e:
-        raise RunError(f"{path} is unreadable or truncated ({e}); {what}") from None
-
-
-def load_config(run_dir):
-    """The run's validated TrainConfig (RunError naming the file and the key otherwise)."""
-    run_dir = Path(run_dir)
-    if not is_run(run_dir):
-        raise RunError(f"{run_dir} is not a kvae run directory (no {CONFIG_FILE}).")
-    path = run_dir / CONFIG_FILE
-    raw = _read_json(path, "it records how the run was made, so the run cannot be used.")
-    if not isinstance(raw, dict) or "train" not in raw:
-        raise RunError(f"{path} has no \"train\" settings; it is not a kvae run's config.")
-    return TrainConfig.from_dict(raw["train"], where=str(path))
-
-
-def load_model(run_dir, which="best"):
-    """The run's `best` (or `last`) model."""
-    import kvae
-
-    run_dir = Path(run_dir)
-    if not is_run(run_dir):
-        raise RunError(f"{run_dir} is not a kvae run directory (no {CONFIG_FILE}).")
-    path = run_dir / f"{which}.keras"
-    if not path.exists():
-        path = run_dir / "last.keras"
-    if not path.exists():
-        raise RunError(f"{run_dir} has no checkpoint yet (no finished epoch).")
-    try:
-        return kvae.load_model(path)
-    except ValueError as e:
-        raise RunError(str(e)) from None
-
-
-def read_state(run_dir):
-    """state.json, validated: {"epochs_done": int >= 0, ...}. A run that has
-    no state.json and no checkpoint has finished no epoch."""
-    run_dir = Path(run_dir)
-    path = run_dir / STATE_FILE
-    if not path.exists():
-        if (run_dir / "last.keras").exists():
-            raise RunError(f"{path} is missing, so which epochs finished is unknown; refusing to resume "
-                           "(it would overwrite the run). Restore it, or start a new run with --out.")
-        return {"epochs_done": 0}
-    state = _read_json(path, "refusing to resume (it would overwrite the run).")
-    done = state.get("epochs_done") if isinstance(state, dict) else None
-    if not isinstance(done, int) or isinstance(done, bool) or done < 0:
-        raise RunError(f"{path} does not hold a valid state (expected {{\"epochs_done\": N, ...}} with N >= 0); "
-                       "refusing to resume.")
-    if done > 0 and not (run_dir / "last.keras").exists():
-        raise RunError(f"{path} says {done} epochs finished, but {run_dir / 'last.keras'} is missing.")
-    return state
-
-
 def _truncate_metrics(run_dir, epochs_done):
     """Keep only the rows of finished epochs (a crash may leave one more, or half a row)."""
     path = Path(run_dir) / "metrics.csv"
@@ -375,7 +206,14 @@ def _new_model(cfg, ds):
 
 
 def train(cfg, run_dir, force=False, verbose=1, log=print):
-    """Train a new run into `run_dir`; returns the summary dict written to summary.json.
+    """Train a new run into `run_dir`.
+
+    Args:
+        cfg: kvae.config.TrainConfig; run_dir: str or Path; force: bool,
+        replace a run there; verbose: 0 or 1 (progress bar); log: print-like.
+
+    Returns:
+        dict, the summary written to summary.json (test metrics, seconds, epochs).
 
     Everything is validated (config, every data split, the model) before the
     disk changes; with `force` an existing run is deleted only then. If this
@@ -428,6 +266,12 @@ def resume_config(run_dir, changes=None):
     download: where the same data is found). Any other field given with a value
     that differs from the run's raises RunError naming every such flag; equal
     values are accepted, so a command can be repeated with --resume added.
+
+    Args:
+        run_dir: str or Path; changes: {TrainConfig field: value} or None.
+
+    Returns:
+        kvae.config.TrainConfig, validated.
     """
     cfg = load_config(run_dir)
     refused = []
@@ -448,8 +292,15 @@ def resume_config(run_dir, changes=None):
 
 def resume(run_dir, changes=None, verbose=1, log=print):
     """Continue a run from its last finished epoch (see `resume_config` for
-    `changes`); returns the summary dict. Data order and binarisation depend
-    only on (seed, epoch), so the result equals an uninterrupted run's."""
+    `changes`). Data order and binarisation depend only on (seed, epoch), so
+    the result equals an uninterrupted run's.
+
+    Args:
+        run_dir: str or Path; changes: as in `resume_config`; verbose, log: as in `train`.
+
+    Returns:
+        dict, the summary written to summary.json.
+    """
     run_dir = Path(run_dir)
     cfg = resume_config(run_dir, changes)
     lock = _lock(run_dir)
@@ -523,7 +374,17 @@ def _fit(cfg, run_dir, ds, model, state, verbose, log):
 
 def evaluate(run_dir, ds=None, model=None, which="best", k=0, seed=0, verbose=0):
     """Test-set metrics of a run's model, in nats per example (see
-    `kvae.evaluate.summary`); with k >= 1 also the importance-sampled log p(x)."""
+    `kvae.evaluate.summary`); with k >= 1 also the importance-sampled log p(x).
+
+    Args:
+        run_dir: str or Path; ds: its Dataset if loaded already; model: its
+        model if loaded already; which: 'best' or 'last'; k, seed, verbose:
+        as in `kvae.evaluate.summary`.
+
+    Returns:
+        dict: checkpoint, test_examples, test_elbo and test_<key> for every
+        key of `kvae.evaluate.summary`.
+    """
     from kvae import evaluate as kevaluate
 
     cfg = load_config(run_dir)

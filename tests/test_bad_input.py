@@ -83,7 +83,7 @@ def test_latent_dim_below_one(latent_dim):
         (dict(posterior="lowrank"), "Unknown posterior 'lowrank'"),
         (dict(encoder="resnet"), "Unknown encoder network 'resnet'"),
         (dict(decoder="transformer"), "Unknown decoder network 'transformer'"),
-        (dict(beta=-1.0), "beta must be >= 0"),
+        (dict(beta=-1.0), "beta must be a finite number >= 0"),
         (dict(num_classes=1), "num_classes must be >= 2"),
         (dict(encoder="conv"), "conv network needs H x W x C"),
     ],

@@ -21,20 +21,27 @@ def _env(**extra):
     return env
 
 
+CASES = ["elbo_adam", "elbo", "beta", "free_bits", "capacity", "iwae", "power_spherical"]
+
+
 @pytest.mark.slow
-def test_two_replica_mirrored_step_equals_the_single_device_step():
+def test_two_replicas_take_the_single_device_step_for_every_objective():
+    """Every objective (ELBO, beta, free bits, capacity, IWAE) and the power
+    spherical posterior: 4 steps on 2 replicas end where 4 steps on one device
+    do. With per-replica batch statistics (kvae <= 0.1) free bits differed by
+    9e-3, capacity by 8e-2 and the power spherical by 1.4e-2 here."""
     out = subprocess.run([sys.executable, SCRIPTS / "mirrored_step.py"], capture_output=True,
-                         text=True, env=_env(), timeout=600)
+                         text=True, env=_env(), timeout=900)
     assert out.returncode == 0, out.stderr[-3000:]
     result = json.loads(out.stdout.strip().splitlines()[-1])
-    for opt in ["sgd", "adam"]:
-        r = result[opt]
-        assert r["replicas"] == 2 and r["steps"] == 4
+    for case in CASES:
+        r = result[case]
+        assert r["replicas"] == 2 and r["steps"] == 4, case
         # The same global batch gives the same update: only the order of
-        # float32 summation differs (two partial sums vs one), ~1e-7 here,
-        # while the update itself is ~1e-2 to 1e-1.
-        assert r["max_abs_diff"] < 1e-5, r
-        assert r["max_update"] > 1e-3, r
+        # float32 summation differs (two partial sums vs one), <= 6e-8 here,
+        # while the update itself is ~4e-3 (Adam) to ~1e-1 (SGD).
+        assert r["max_abs_diff"] < 1e-6, (case, r)
+        assert r["max_update"] > 1e-3, (case, r)
     assert result["noise_replicas_differ"]
     assert result["noise_matches_single_device"]
 

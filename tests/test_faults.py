@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 
 import kvae
-from kvae import cli, data, files, runs
+from kvae import cli, data, files, rundir
 
 KVAE = str(Path(sys.executable).parent / "kvae")
 SMALL = ["--dataset", "digits", "--latent-dim", "4", "--quiet"]
@@ -204,10 +204,10 @@ def test_a_second_process_is_refused_and_a_killed_one_leaves_a_resumable_run(tmp
     finally:
         first.send_signal(signal.SIGKILL)
         first.wait()
-    done = runs.read_state(run)["epochs_done"]
+    done = rundir.read_state(run)["epochs_done"]
     (run / ".last.tmp-999999999-abc123.keras").write_bytes(b"half")  # what a kill mid-save leaves
     assert run_cli("train", "--resume", run, "--epochs", done + 1, "--quiet") == 0
-    assert runs.read_state(run)["epochs_done"] == done + 1
+    assert rundir.read_state(run)["epochs_done"] == done + 1
     assert hidden_temps(run) == []
 
 

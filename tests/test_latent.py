@@ -8,7 +8,7 @@ import pytest
 from PIL import Image
 
 import kvae
-from kvae import cli, evaluate
+from kvae import cli, latent
 
 
 def train_on_digits(x, latent_dim):
@@ -30,7 +30,7 @@ def trained(digits):
 @pytest.mark.parametrize("method", ["linear", "spherical"])
 def test_interpolation_runs_from_one_input_to_the_other(trained, method):
     model, x = trained
-    images = evaluate.interpolate(model, x[0], x[1], steps=6, method=method)
+    images = latent.interpolate(model, x[0], x[1], steps=6, method=method)
     assert images.shape == (6, 8, 8, 1)
     mean = model.encode(x[:2])[0].numpy()
     np.testing.assert_allclose(images[0], model.decode(mean[:1]).numpy()[0], atol=1e-5)
@@ -40,32 +40,32 @@ def test_interpolation_runs_from_one_input_to_the_other(trained, method):
 def test_slerp_keeps_the_norm_between_equal_norm_endpoints():
     a, b = np.array([3.0, 0.0]), np.array([0.0, 3.0])
     for t in np.linspace(0, 1, 7):
-        assert np.linalg.norm(evaluate.slerp(a, b, t)) == pytest.approx(3.0)
-    np.testing.assert_allclose(evaluate.slerp(a, b, 0.5), [3 / np.sqrt(2), 3 / np.sqrt(2)])
-    np.testing.assert_allclose(evaluate.slerp(a, 2 * a, 0.5), 1.5 * a)  # parallel: linear
+        assert np.linalg.norm(latent.slerp(a, b, t)) == pytest.approx(3.0)
+    np.testing.assert_allclose(latent.slerp(a, b, 0.5), [3 / np.sqrt(2), 3 / np.sqrt(2)])
+    np.testing.assert_allclose(latent.slerp(a, 2 * a, 0.5), 1.5 * a)  # parallel: linear
 
 
 def test_traversal_varies_one_dimension_per_row(trained):
     model, _ = trained
-    images = evaluate.traverse(model, dims=[1], values=[-2.0, 0.0, 2.0])
+    images = latent.traverse(model, dims=[1], values=[-2.0, 0.0, 2.0])
     assert images.shape == (1, 3, 8, 8, 1)
     np.testing.assert_allclose(images[0, 0], model.decode(np.array([[0.0, -2.0]], "float32")).numpy()[0],
                                atol=1e-6)
     with pytest.raises(ValueError, match="Latent index 2 is out of range for latent_dim=2"):
-        evaluate.traverse(model, dims=[2])
+        latent.traverse(model, dims=[2])
 
 
 def test_latent_map_needs_two_dimensions(trained):
     model, _ = trained
-    assert evaluate.latent_map(model, n=5).shape == (25, 8, 8, 1)
+    assert latent.latent_map(model, n=5).shape == (25, 8, 8, 1)
     with pytest.raises(ValueError, match="latent_dim = 2; this model has 3"):
-        evaluate.latent_map(kvae.VAE(input_shape=(8, 8, 1), latent_dim=3))
+        latent.latent_map(kvae.VAE(input_shape=(8, 8, 1), latent_dim=3))
 
 
 def test_noise_images_score_as_more_anomalous_than_digits(trained):
     model, x = trained
     noise = (np.random.default_rng(0).uniform(size=(20, 8, 8, 1)) < 0.5).astype("float32")
-    scores = evaluate.anomaly_scores(model, np.concatenate([x[:100], noise]), k=50)
+    scores = latent.anomaly_scores(model, np.concatenate([x[:100], noise]), k=50)
     assert scores.shape == (120,)
     # every pure-noise image scores worse than the median real digit
     assert scores[100:].min() > np.median(scores[:100])
@@ -81,7 +81,7 @@ def test_denoising_repairs_heavily_corrupted_digits(digits):
     clean = x[1500:1600]
     flip = np.random.default_rng(1).uniform(size=clean.shape) < 0.25
     noisy = np.where(flip, 1 - clean, clean).astype("float32")
-    restored = evaluate.denoise(model, noisy)
+    restored = latent.denoise(model, noisy)
     assert restored.shape == clean.shape
     assert np.mean((restored > 0.5) != clean) < np.mean(noisy != clean) - 0.05
 
@@ -91,7 +91,7 @@ def test_inpainting_keeps_observed_pixels_and_beats_a_grey_fill(trained):
     clean = x[:100]
     mask = np.ones_like(clean)
     mask[:, 4:] = 0  # the lower half is missing
-    filled = evaluate.inpaint(model, clean, mask, iterations=10)
+    filled = latent.inpaint(model, clean, mask, iterations=10)
     np.testing.assert_array_equal(filled[mask == 1], clean[mask == 1])
     missing = mask == 0
     assert np.mean(np.abs(filled - clean)[missing]) < np.mean(np.abs(0.5 - clean)[missing])
@@ -100,17 +100,17 @@ def test_inpainting_keeps_observed_pixels_and_beats_a_grey_fill(trained):
 def test_inpainting_bad_masks(trained):
     model, x = trained
     with pytest.raises(ValueError, match=r"mask has shape \(2, 8, 8\) but the inputs have shape \(2, 8, 8, 1\)"):
-        evaluate.inpaint(model, x[:2], np.ones((2, 8, 8)))
+        latent.inpaint(model, x[:2], np.ones((2, 8, 8)))
     with pytest.raises(ValueError, match="only 0 \\(missing\\) and 1"):
-        evaluate.inpaint(model, x[:2], np.full((2, 8, 8, 1), 0.5))
+        latent.inpaint(model, x[:2], np.full((2, 8, 8, 1), 0.5))
 
 
 def test_interpolation_bad_arguments(trained):
     model, x = trained
     with pytest.raises(ValueError, match="steps must be >= 2"):
-        evaluate.interpolate(model, x[0], x[1], steps=1)
+        latent.interpolate(model, x[0], x[1], steps=1)
     with pytest.raises(ValueError, match="Unknown interpolation 'cubic'"):
-        evaluate.interpolate(model, x[0], x[1], method="cubic")
+        latent.interpolate(model, x[0], x[1], method="cubic")
 
 
 def test_cli_latent_tools_write_their_pictures(tmp_path, capsys):

@@ -34,15 +34,24 @@ def test_mixed_precision_trains_with_float32_distribution_math(policy, network, 
         assert np.all(np.isfinite(out.numpy()))
 
 
-def test_float16_body_with_extreme_log_variance_stays_finite():
-    """A float16 body can emit log-variances whose exp overflows float16; the
-    clamp in float32 keeps the loss finite."""
+def test_float16_activations_with_extreme_log_variance_stay_finite():
+    """The float16 encoder body emits activations near float16's maximum; the
+    float32 head turns them into log-variances whose exp overflows float16 and
+    float32 alike. The clamp (in float32) keeps every output and the loss finite."""
     keras.config.set_dtype_policy("mixed_float16")
-    model = kvae.VAE(input_shape=(4,), latent_dim=2, likelihood="gaussian")
+    model = kvae.VAE(input_shape=(4,), latent_dim=2, likelihood="gaussian",
+                     encoder=kvae.networks.mlp([8]), decoder=kvae.networks.mlp([8]))
     model.compile(optimizer="adam")
-    head = model.posterior_head
-    kernel, bias = head.get_weights()
-    bias[2:] = 500.0  # log sigma^2 = 500: exp overflows even float32
-    head.set_weights([kernel, bias])
+    body = model.encoder.layers[-1]  # the float16 Dense(8, relu)
+    kernel, bias = body.get_weights()
+    body.set_weights([np.zeros_like(kernel), np.full_like(bias, 6e4)])
+    h = model.encoder(np.ones((8, 4), "float32"))
+    assert h.dtype == tf.float16 and float(tf.reduce_min(h)) > 5.9e4  # float16's max is 65504
+    assert not np.isfinite(np.exp(np.float16(h[0, 0].numpy()) / np.float16(2)))  # exp overflows in float16
+    kernel = np.zeros((8, 4), "float32")
+    kernel[:, 2:] = 1.0 / 8  # log sigma^2 = mean activation = 6e4
+    model.posterior_head.set_weights([kernel, np.zeros(4, "float32")])
+    _, stddev = model.encode(np.ones((8, 4), "float32"))
+    np.testing.assert_allclose(stddev.numpy(), np.exp(0.5 * kvae.distributions.LOG_VAR_MAX), rtol=1e-6)
     logs = model.evaluate(np.ones((8, 4), "float32"), verbose=0, return_dict=True)
     assert all(np.isfinite(v) for v in logs.values()), logs

@@ -9,7 +9,7 @@ import tensorflow as tf
 from scipy import integrate, special
 
 import kvae
-from kvae import cli, distributions, evaluate, objectives, priors
+from kvae import cli, distributions, evaluate, latent, objectives, priors
 
 from helpers import assert_keras_roundtrip
 
@@ -39,7 +39,7 @@ def test_samples_lie_on_the_sphere_with_the_closed_form_mean():
     # Each coordinate is in [-1, 1], so the standard error of its mean is
     # <= 1/sqrt(5e4) = 0.0045; 0.02 is > 4 standard errors.
     np.testing.assert_allclose(z.mean(0), _expected_mean(params), atol=0.02)
-    mode, stddev = POST.mean_stddev(params)
+    mode, stddev = POST.mode_stddev(params)
     np.testing.assert_allclose(np.linalg.norm(mode.numpy(), axis=-1), 1.0, atol=1e-6)
     np.testing.assert_allclose(stddev.numpy(), z.std(0), atol=0.02)
 
@@ -109,7 +109,7 @@ def test_a_spherical_vae_trains_and_saves(digits, tmp_path):
     assert ll.mean() >= -summary["negative_elbo"] - 0.1
     assert_keras_roundtrip(model, tmp_path, x[:8])
     # interpolation stays on the sphere: the middle point decodes like its projection
-    images = evaluate.interpolate(model, x[1500], x[1501], steps=3, method="linear")
+    images = latent.interpolate(model, x[1500], x[1501], steps=3, method="linear")
     mid = (mode[0] + model.encode(x[1501:1502])[0].numpy()[0]) / 2
     np.testing.assert_allclose(images[1], model.decode((mid / np.linalg.norm(mid))[None]).numpy()[0], atol=1e-5)
 

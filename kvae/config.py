@@ -1,0 +1,155 @@
+"""What `kvae train` was asked for (`TrainConfig`, stored in a run's
+config.json), validated the same way from flags, Python and files.
+
+Example:
+    >>> from kvae.config import TrainConfig
+    >>> TrainConfig(epochs=0).validate()
+    Traceback (most recent call last):
+    ...
+    kvae.config.RunError: --epochs must be >= 1, got 0
+"""
+
+import dataclasses
+import math
+from dataclasses import dataclass
+
+from kvae import data as kdata
+
+__all__ = ["RunError", "TrainConfig", "RESUMABLE", "flag"]
+
+RESUMABLE = ("epochs", "data_dir", "download")
+_FLAGS = {"learning_rate": "--lr"}
+
+
+def flag(field):
+    """The command-line flag of a TrainConfig field.
+
+    Args:
+        field: str, a TrainConfig field name.
+
+    Returns:
+        str.
+
+    Example:
+        >>> flag("learning_rate"), flag("kl_warmup")
+        ('--lr', '--kl-warmup')
+    """
+    return _FLAGS.get(field, "--" + field.replace("_", "-"))
+
+
+class RunError(ValueError):
+    """A run directory that cannot be used as asked."""
+
+
+@dataclass
+class TrainConfig:
+    """What `kvae train` was asked for; stored in config.json. Every field is
+    a `kvae train` flag (`flag(name)`); the defaults here are the CLI's.
+
+    Args:
+        dataset, data_dir, download: where the data comes from (`kvae.data.load`).
+        binarize: None (dynamic for Bernoulli-type likelihoods) or a `kvae.data.BINARIZE` mode.
+        network, latent_dim, likelihood, posterior, prior: the model's parts (registry names).
+        beta, objective, num_samples, free_bits, capacity_gamma: the objective (see `kvae.VAE`).
+        kl_warmup, kl_schedule, max_capacity: the schedules (`kvae.callbacks`).
+        conditional: bool; epochs, batch_size, learning_rate, steps_per_execution, seed: training.
+        mixed_precision: 'none', 'mixed_float16' or 'mixed_bfloat16'.
+        strategy: 'none', 'mirrored' or 'multiworker'.
+    """
+
+    dataset: str = "fashion_mnist"
+    data_dir: str = None
+    download: bool = False
+    binarize: str = None  # None: 'dynamic' for Bernoulli likelihoods, else 'none'
+    network: str = "mlp"
+    latent_dim: int = 16
+    likelihood: str = "bernoulli"
+    posterior: str = "diagonal"
+    prior: str = "standard_normal"
+    beta: float = 1.0
+    objective: str = "elbo"
+    num_samples: int = 1
+    free_bits: float = 0.0
+    kl_warmup: int = 0  # epochs of KL warm-up (0: none)
+    kl_schedule: str = "linear"
+    capacity_gamma: float = 0.0  # > 0: Burgess et al. capacity objective
+    max_capacity: float = 25.0  # nats, reached after --kl-warmup epochs (or half the epochs)
+    conditional: bool = False
+    epochs: int = 10
+    batch_size: int = 128
+    learning_rate: float = 1e-3
+    mixed_precision: str = "none"
+    strategy: str = "none"
+    steps_per_execution: int = 32
+    seed: int = 0
+
+    def validate(self):
+        finite = [f"{flag(k)} must be a finite number, got {getattr(self, k)}"
+                  for k in ("beta", "learning_rate", "free_bits", "capacity_gamma", "max_capacity")
+                  if not math.isfinite(getattr(self, k))]
+        if finite:
+            raise RunError(finite[0])
+        checks = [
+            (self.epochs >= 1, f"--epochs must be >= 1, got {self.epochs}"),
+            (self.latent_dim >= 1, f"--latent-dim must be >= 1, got {self.latent_dim}"),
+            (self.beta >= 0, f"--beta must be >= 0, got {self.beta}"),
+            (self.num_samples >= 1, f"--num-samples must be >= 1, got {self.num_samples}"),
+            (self.free_bits >= 0, f"--free-bits must be >= 0, got {self.free_bits}"),
+            (self.kl_warmup >= 0, f"--kl-warmup must be >= 0, got {self.kl_warmup}"),
+            (self.kl_schedule in ("linear", "cyclical"), "--kl-schedule must be linear or cyclical"),
+            (self.capacity_gamma >= 0, f"--capacity-gamma must be >= 0, got {self.capacity_gamma}"),
+            (self.max_capacity >= 0, f"--max-capacity must be >= 0, got {self.max_capacity}"),
+            (not (self.kl_warmup and self.objective == "iwae"),
+             "--kl-warmup weights the KL term of the elbo objective; the iwae bound has none"),
+            (self.batch_size >= 1, f"--batch-size must be >= 1, got {self.batch_size}"),
+            (self.learning_rate > 0, f"--lr must be > 0, got {self.learning_rate}"),
+            (self.steps_per_execution >= 1, f"--steps-per-execution must be >= 1, got {self.steps_per_execution}"),
+            (self.binarize in (None,) + kdata.BINARIZE, f"--binarize must be one of {', '.join(kdata.BINARIZE)}"),
+            (self.mixed_precision in ("none", "mixed_float16", "mixed_bfloat16"),
+             f"--mixed-precision must be none, mixed_float16 or mixed_bfloat16, got {self.mixed_precision}"),
+            (self.strategy in ("none", "mirrored", "multiworker"),
+             f"--strategy must be none, mirrored or multiworker, got {self.strategy}"),
+        ]
+        for ok, message in checks:
+            if not ok:
+                raise RunError(message)
+
+    @classmethod
+    def from_dict(cls, raw, where="the config"):
+        """A validated TrainConfig from a dict (config.json's "train"): unknown
+        keys, wrong types and invalid values raise RunError naming `where`."""
+        if not isinstance(raw, dict):
+            raise RunError(f"{where}: expected an object of settings, got {type(raw).__name__}.")
+        fields = {f.name: f for f in dataclasses.fields(cls)}
+        unknown = sorted(set(raw) - set(fields))
+        if unknown:
+            raise RunError(f"{where}: unknown setting(s) {', '.join(map(repr, unknown))}.")
+        for key, value in raw.items():
+            f = fields[key]
+            if not _type_ok(value, f.type, nullable=f.default is None):
+                raise RunError(f"{where}: {key!r} must be {f.type.__name__}"
+                               f"{' or null' if f.default is None else ''}, got {value!r}.")
+        cfg = cls(**raw)
+        try:
+            cfg.validate()
+        except RunError as e:
+            raise RunError(f"{where}: {e}") from None
+        return cfg
+
+    @property
+    def binarization(self):
+        if self.binarize:
+            return self.binarize
+        return "dynamic" if self.likelihood in ("bernoulli", "continuous_bernoulli") else "none"
+
+
+def _type_ok(value, kind, nullable):
+    if value is None:
+        return nullable
+    if kind is bool:
+        return isinstance(value, bool)
+    if kind is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if kind is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    return isinstance(value, kind)

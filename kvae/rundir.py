@@ -1,0 +1,159 @@
+"""Reading a run directory: its config, state, checkpoints and summary.
+Used by training (kvae.runs), the exporters and the CLI, so none of them
+depends on another to open a run.
+
+RUN_DIR/
+  config.json          everything needed to rebuild the model and its data
+  state.json           epochs finished, best validation loss (written atomically)
+  last.keras           model + optimizer after the last finished epoch
+  best.keras           the model with the best validation loss
+  metrics.csv          one row per epoch (Keras CSVLogger)
+  curves.png           ELBO / reconstruction / KL per epoch
+  images/              samples_epoch_NNN.png, reconstructions_epoch_NNN.png
+  tensorboard/         TensorBoard logs
+  summary.json         test metrics and wall time, when training ends
+"""
+
+import json
+from pathlib import Path
+
+from kvae.config import RunError, TrainConfig
+
+__all__ = ["CONFIG_FILE", "STATE_FILE", "is_run", "load_config", "load_model", "read_state", "read_summary",
+           "open_model"]
+
+CONFIG_FILE = "config.json"
+STATE_FILE = "state.json"
+
+
+def is_run(path):
+    """Whether `path` is a run directory (it holds config.json).
+
+    Args:
+        path: str or Path.
+
+    Returns:
+        bool.
+    """
+    return (Path(path) / CONFIG_FILE).exists()
+
+
+def _read_json(path, what):
+    try:
+        return json.loads(Path(path).read_text())
+    except (OSError, ValueError) as e:
+        raise RunError(f"{path} is unreadable or truncated ({e}); {what}") from None
+
+
+def load_config(run_dir):
+    """The run's settings, validated.
+
+    Args:
+        run_dir: str or Path.
+
+    Returns:
+        kvae.config.TrainConfig; RunError naming the file and the key otherwise.
+    """
+    run_dir = Path(run_dir)
+    if not is_run(run_dir):
+        raise RunError(f"{run_dir} is not a kvae run directory (no {CONFIG_FILE}).")
+    path = run_dir / CONFIG_FILE
+    raw = _read_json(path, "it records how the run was made, so the run cannot be used.")
+    if not isinstance(raw, dict) or "train" not in raw:
+        raise RunError(f"{path} has no \"train\" settings; it is not a kvae run's config.")
+    return TrainConfig.from_dict(raw["train"], where=str(path))
+
+
+def load_model(run_dir, which="best"):
+    """A run's checkpoint, loaded.
+
+    Args:
+        run_dir: str or Path; which: 'best' or 'last' (falls back to last.keras).
+
+    Returns:
+        kvae.VAE; RunError if the run has no checkpoint or it is unreadable.
+    """
+    import kvae
+
+    run_dir = Path(run_dir)
+    if not is_run(run_dir):
+        raise RunError(f"{run_dir} is not a kvae run directory (no {CONFIG_FILE}).")
+    path = run_dir / f"{which}.keras"
+    if not path.exists():
+        path = run_dir / "last.keras"
+    if not path.exists():
+        raise RunError(f"{run_dir} has no checkpoint yet (no finished epoch).")
+    try:
+        return kvae.load_model(path)
+    except ValueError as e:
+        raise RunError(str(e)) from None
+
+
+def read_state(run_dir):
+    """state.json, validated. A run that has no state.json and no checkpoint
+    has finished no epoch.
+
+    Args:
+        run_dir: str or Path.
+
+    Returns:
+        dict {"epochs_done": int >= 0, ...}; RunError if it is missing beside a
+        checkpoint, truncated, of the wrong shape, or claims epochs without last.keras.
+    """
+    run_dir = Path(run_dir)
+    path = run_dir / STATE_FILE
+    if not path.exists():
+        if (run_dir / "last.keras").exists():
+            raise RunError(f"{path} is missing, so which epochs finished is unknown; refusing to resume "
+                           "(it would overwrite the run). Restore it, or start a new run with --out.")
+        return {"epochs_done": 0}
+    state = _read_json(path, "refusing to resume (it would overwrite the run).")
+    done = state.get("epochs_done") if isinstance(state, dict) else None
+    if not isinstance(done, int) or isinstance(done, bool) or done < 0:
+        raise RunError(f"{path} does not hold a valid state (expected {{\"epochs_done\": N, ...}} with N >= 0); "
+                       "refusing to resume.")
+    if done > 0 and not (run_dir / "last.keras").exists():
+        raise RunError(f"{path} says {done} epochs finished, but {run_dir / 'last.keras'} is missing.")
+    return state
+
+
+def read_summary(run_dir):
+    """summary.json: the test metrics written when training ended.
+
+    Args:
+        run_dir: str or Path.
+
+    Returns:
+        dict, {} if the run has not ended.
+    """
+    path = Path(run_dir) / "summary.json"
+    return _read_json(path, "the run's summary cannot be read.") if path.exists() else {}
+
+
+def open_model(path, which="best"):
+    """(model, the run's summary) from a run directory or a `.keras` file.
+
+    Args:
+        path: str or Path, a run directory or a `.keras` file saved from a kvae model.
+        which: 'best' or 'last' (run directories).
+
+    Returns:
+        (a `kvae.VAE`, dict): the summary is {} for a `.keras` file.
+
+    Raises:
+        RunError naming the path if it is neither, or cannot be loaded.
+    """
+    import kvae
+
+    path = Path(path)
+    if path.is_dir():
+        return load_model(path, which), read_summary(path)
+    if path.suffix == ".keras" and path.is_file():
+        try:
+            model = kvae.load_model(path)
+        except ValueError as e:
+            raise RunError(f"Cannot load {path} as a Keras model: {e}") from None
+        if not isinstance(model, kvae.VAE):
+            raise RunError(f"{path} holds a {type(model).__name__}, not a kvae.VAE.")
+        return model, {}
+    raise RunError(f"{path} is neither a kvae run directory nor a .keras file.")

@@ -1,0 +1,163 @@
+"""`kvae train` flags, each checked by its effect on the run (not only that it
+parses); the latent commands give what kvae.latent gives from Python; and the
+pictures' figure builders."""
+
+import json
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+import kvae
+from kvae import cli, latent, plots, rundir, runs
+
+SMALL = ["--dataset", "digits", "--latent-dim", "2", "--quiet"]
+
+
+def run_cli(*argv):
+    return cli.main([str(a) for a in argv])
+
+
+def test_conv_network_cyclical_warmup_bfloat16_and_threshold_binarisation(tmp_path):
+    run = tmp_path / "run"
+    assert run_cli("train", *SMALL, "--epochs", 4, "--network", "conv", "--kl-warmup", 2, "--kl-schedule",
+                   "cyclical", "--mixed-precision", "mixed_bfloat16", "--binarize", "threshold",
+                   "--out", run) == 0
+    keras.config.set_dtype_policy("float32")  # what the file holds, not the process's policy
+    model = kvae.load_model(run / "last.keras")
+    # --network conv: convolutional bodies
+    assert any(isinstance(layer, keras.layers.Conv2D) for layer in model.encoder.layers)
+    assert any(isinstance(layer, keras.layers.Conv2DTranspose) for layer in model.decoder.layers)
+    # --kl-schedule cyclical with --kl-warmup 2: the weight restarts every 2 epochs
+    assert plots.read_metrics(run / "metrics.csv")["kl_weight"] == [0.0, 1.0, 0.0, 1.0]
+    # --mixed-precision: the bodies computed in bfloat16, the heads in float32
+    assert model.encoder.layers[0].dtype_policy.name == "mixed_bfloat16"
+    assert model.posterior_head.dtype_policy.name == "float32"
+    # --binarize threshold: every split is 0/1, the same each epoch (no random draw)
+    cfg = rundir.load_config(run)
+    assert cfg.binarization == "threshold"
+    ds = runs.prepare_data(cfg)
+    for split in (ds.train, ds.validation, ds.test):
+        assert set(np.unique(split[0])) == {0.0, 1.0}
+    np.testing.assert_array_equal(ds.train[0], runs.prepare_data(cfg).train[0])
+
+
+def test_capacity_flags_build_the_objective_and_ramp_the_capacity(tmp_path):
+    run = tmp_path / "cap"
+    assert run_cli("train", *SMALL, "--epochs", 3, "--capacity-gamma", 10, "--max-capacity", 4,
+                   "--kl-warmup", 2, "--out", run) == 0
+    config = json.loads((run / "config.json").read_text())["model"]["objective"]
+    assert config["class_name"] == "CapacityELBO" and config["config"]["gamma"] == 10.0
+    assert plots.read_metrics(run / "metrics.csv")["kl_capacity"] == [0.0, 2.0, 4.0]
+
+
+def test_strategy_mirrored_trains_under_the_strategy(tmp_path, monkeypatch):
+    made = []
+    real = tf.distribute.MirroredStrategy
+
+    def spy(*args, **kwargs):
+        made.append(real(*args, **kwargs))
+        return made[-1]
+
+    monkeypatch.setattr(tf.distribute, "MirroredStrategy", spy)
+    seen = []
+    real_fit = kvae.VAE.fit
+
+    def fit(self, *args, **kwargs):
+        seen.append(self.distribute_strategy)
+        return real_fit(self, *args, **kwargs)
+
+    monkeypatch.setattr(kvae.VAE, "fit", fit)
+    run = tmp_path / "mirrored"
+    assert run_cli("train", *SMALL, "--epochs", 1, "--strategy", "mirrored", "--out", run) == 0
+    assert len(made) == 1 and seen == [made[0]]
+    assert json.loads((run / "summary.json").read_text())["test_elbo"] < 0
+
+
+def test_data_dir_finds_a_named_dataset_there(tmp_path):
+    rng = np.random.default_rng(0)
+    folder = tmp_path / "data" / "binarized_mnist"
+    folder.mkdir(parents=True)
+    for split, n in [("train", 60), ("valid", 20), ("test", 20)]:
+        np.savetxt(folder / f"binarized_mnist_{split}.amat", (rng.uniform(size=(n, 784)) > 0.8).astype("uint8"),
+                   fmt="%d")
+    run = tmp_path / "bmnist"
+    assert run_cli("train", "--dataset", "binarized_mnist", "--data-dir", tmp_path / "data", "--epochs", 1,
+                   "--latent-dim", 2, "--quiet", "--out", run) == 0
+    raw = json.loads((run / "config.json").read_text())
+    assert str(tmp_path / "data") in raw["data"]["source"] and raw["data"]["input_shape"] == [28, 28, 1]
+    assert json.loads((run / "summary.json").read_text())["test_examples"] == 20
+
+
+@pytest.fixture(scope="module")
+def trained_run(tmp_path_factory):
+    run = tmp_path_factory.mktemp("latent") / "run"
+    assert run_cli("train", *SMALL, "--epochs", 2, "--out", run) == 0
+    return run
+
+
+def _capture_grids(monkeypatch):
+    shown = []
+    real_save = plots.save_grid
+    monkeypatch.setattr(plots, "save_grid", lambda images, *a, **k: (shown.append(np.asarray(images)),
+                                                                     real_save(images, *a, **k)))
+    return shown
+
+
+def test_latent_commands_show_what_the_python_api_computes(trained_run, tmp_path, monkeypatch):
+    shown = _capture_grids(monkeypatch)
+    model = rundir.load_model(trained_run)
+    x = runs.prepare_data(rundir.load_config(trained_run)).test[0][:4]
+    assert run_cli("denoise", trained_run, "--n", 4, "--noise", 0.2, "--out", tmp_path / "d.png") == 0
+    noisy = latent.corrupt(x, 0.2, seed=0)
+    np.testing.assert_allclose(shown[-1], np.concatenate([x, noisy, latent.denoise(model, noisy)]), atol=1e-6)
+    assert run_cli("inpaint", trained_run, "--n", 4, "--missing", "random", "--out", tmp_path / "i.png") == 0
+    mask = latent.mask(x.shape, "random", seed=0)
+    np.testing.assert_allclose(shown[-1][8:], latent.inpaint(model, x, mask), atol=1e-6)
+    assert run_cli("traverse", trained_run, "--dims", 1, "--out", tmp_path / "t.png") == 0
+    np.testing.assert_allclose(shown[-1], latent.traverse(model, [1]).reshape((-1, 8, 8, 1)), atol=1e-6)
+
+
+def test_traverse_does_not_load_the_dataset(trained_run, tmp_path, monkeypatch):
+    def no_data(cfg):
+        raise AssertionError("traverse loaded the dataset")
+
+    monkeypatch.setattr(runs, "prepare_data", no_data)
+    assert run_cli("traverse", trained_run, "--out", tmp_path / "t.png") == 0
+    assert (tmp_path / "t.png").exists()
+
+
+def test_traversal_around_an_input_starts_from_its_mode(trained_run):
+    model = rundir.load_model(trained_run)
+    x = runs.prepare_data(rundir.load_config(trained_run)).test[0][:1]
+    mode = model.encode(x)[0].numpy()[0]
+    images = latent.traverse(model, dims=[0], values=[-1.0, float(mode[0]), 2.0], x=x[0])
+    # the middle picture keeps z = the input's own mode: it is the input's reconstruction
+    np.testing.assert_allclose(images[0, 1], model.reconstruct(x).numpy()[0], atol=1e-5)
+    assert not np.allclose(images[0, 0], images[0, 2], atol=1e-3)
+
+
+def test_ranking_and_masks_have_clear_errors():
+    most, least = latent.rank(np.array([3.0, 1.0, 2.0, 5.0]), 10)  # asks for more than half: 2 each
+    assert most.tolist() == [3, 0] and least.tolist() == [1, 2]
+    with pytest.raises(ValueError, match="--missing must be bottom or random"):
+        latent.mask((1, 4, 4, 1), "left")
+    with pytest.raises(ValueError, match=r"--noise must be in \[0, 1\]"):
+        latent.corrupt(np.zeros((1, 2)), 1.5)
+    m = latent.mask((2, 4, 4, 1), "bottom")
+    assert m[:, :2].all() and not m[:, 2:].any()
+
+
+def test_curves_figure_plots_train_and_validation_per_metric():
+    history = {"elbo": [-50.0, -40.0, -35.0], "val_elbo": [-52.0, -43.0, -39.0], "reconstruction": [45.0, 36.0, 30.0],
+               "kl": [5.0, 4.0, 5.0]}
+    fig = plots.curves_figure(history)
+    axes = fig.get_axes()
+    assert [ax.get_title() for ax in axes] == ["ELBO (nats, higher is better)", "reconstruction -E log p(x|z)",
+                                               "KL(q || p)"]
+    elbo_lines = axes[0].get_lines()
+    assert [line.get_label() for line in elbo_lines] == ["train", "validation"]
+    np.testing.assert_array_equal(elbo_lines[1].get_ydata(), history["val_elbo"])
+    np.testing.assert_array_equal(elbo_lines[0].get_xdata(), [1, 2, 3])
+    assert len(axes[1].get_lines()) == 1  # no validation reconstruction given: one line

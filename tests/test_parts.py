@@ -1,0 +1,129 @@
+"""The parts' contracts: one registry for every kind, compatibility checked by
+the parts themselves, replica plumbing outside a strategy, and seeds that
+keep all their bits."""
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+import kvae
+from kvae import distributions, evaluate, objectives, priors, registry, replicas
+
+
+@pytest.mark.parametrize("kind, names", [
+    ("likelihood", ["bernoulli", "continuous_bernoulli", "gaussian", "gaussian_learned"]),
+    ("posterior", ["diagonal", "full_covariance", "power_spherical"]),
+    ("prior", ["mixture", "spherical_uniform", "standard_normal", "vamp"]),
+    ("network", ["conv", "mlp"]),
+    ("objective", ["elbo", "iwae"]),
+])
+def test_one_registry_knows_every_kind(kind, names):
+    assert set(names) <= set(registry.names(kind))
+    with pytest.raises(ValueError, match=f"Unknown {kind} 'nope'. Choose one of: "):
+        registry.get(kind, "nope", latent_dim=2, input_shape=(4,), role="encoder")
+
+
+def test_the_registry_returns_instances_as_they_are_and_rebuilds_configs():
+    import keras
+
+    prior = priors.VampPrior(3, (4,), num_pseudo_inputs=7)
+    assert registry.get("prior", prior) is prior
+    again = registry.get("prior", keras.saving.serialize_keras_object(prior))
+    assert isinstance(again, priors.VampPrior) and again.num_pseudo_inputs == 7
+    objective = registry.get("objective", keras.saving.serialize_keras_object(objectives.IWAE(7)))
+    assert isinstance(objective, objectives.IWAE) and objective.num_samples == 7
+    with pytest.raises(ValueError, match="Cannot make a posterior"):
+        registry.get("posterior", priors.StandardNormal(2))  # a part of another kind
+    with pytest.raises(ValueError, match="Unknown kind"):
+        registry.register("sampler", "x")
+
+
+def test_a_registered_name_reaches_the_vae():
+    """A part registered from outside kvae is found by name, like kvae's own."""
+    registry.register("prior", "wide_normal")(lambda latent_dim, **_: WideNormal(latent_dim))
+    model = kvae.VAE(input_shape=(4,), latent_dim=2, prior="wide_normal", likelihood="gaussian")
+    assert isinstance(model.prior, WideNormal)
+    assert float(model.prior.distribution().stddev()[0]) == pytest.approx(3.0)
+
+
+class WideNormal(priors.Prior):
+    def distribution(self, model=None):
+        import tensorflow_probability as tfp
+
+        return tfp.distributions.MultivariateNormalDiag(tf.zeros([self.latent_dim]), 3.0 * tf.ones([self.latent_dim]))
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    (dict(posterior="power_spherical"), "needs both posterior='power_spherical' and prior='spherical_uniform'"),
+    (dict(prior="spherical_uniform"), "needs both posterior='power_spherical' and prior='spherical_uniform'"),
+    (dict(prior="vamp", num_classes=3), "VampPrior is not supported for a conditional model"),
+    (dict(free_bits=0.5, posterior="full_covariance"), "free_bits needs the 'diagonal' posterior"),
+    (dict(free_bits=0.5, prior="vamp"), "free_bits needs the 'diagonal' posterior"),
+])
+def test_each_part_refuses_what_it_cannot_work_with(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        kvae.VAE(input_shape=(8, 8, 1), latent_dim=3, **kwargs)
+
+
+def test_per_dimension_kl_is_offered_only_where_it_exists():
+    diag, full = distributions.DiagonalGaussian(), distributions.FullCovarianceGaussian()
+    assert diag.has_kl_per_dim(priors.StandardNormal(2))
+    assert not diag.has_kl_per_dim(priors.MixtureOfGaussians(2))
+    assert not full.has_kl_per_dim(priors.StandardNormal(2))
+    with pytest.raises(ValueError, match="no per-dimension KL"):
+        diag.kl_per_dim(tf.zeros([1, 4]), priors.MixtureOfGaussians(2))
+    # the summary reports per-dimension KLs for the pair that has them, and only then
+    x = (np.random.default_rng(0).uniform(size=(16, 8, 8, 1)) > 0.5).astype("float32")
+    with_dims = evaluate.summary(kvae.VAE(input_shape=(8, 8, 1), latent_dim=3), x, k=0)
+    without = evaluate.summary(kvae.VAE(input_shape=(8, 8, 1), latent_dim=3, prior="mixture"), x, k=0)
+    assert len(with_dims["kl_per_dim"]) == 3 and "kl_per_dim" not in without
+    np.testing.assert_allclose(sum(with_dims["kl_per_dim"]), with_dims["kl"], rtol=1e-5)
+
+
+def test_outside_a_strategy_the_replica_helpers_are_plain():
+    t = tf.constant([[1.0, 2.0], [3.0, 6.0], [5.0, 7.0]])
+    np.testing.assert_allclose(replicas.batch_mean(t).numpy(), [3.0, 5.0])
+    gathered, start = replicas.gather(t)
+    assert gathered is t and start == 0
+    assert int(replicas.global_batch_size(tf.constant(3))) == 3
+    seed = tf.constant([1, 2], tf.int64)
+    np.testing.assert_array_equal(replicas.noise(seed, 3, [2]).numpy(),
+                                  tf.random.stateless_normal([3, 2], seed=seed, alg="philox").numpy())
+    assert replicas.context() == (None, 1, 0)
+
+
+def test_sampling_seeds_keep_all_their_bits():
+    """Seeds that differ only above bit 31 draw different power spherical
+    samples (kvae <= 0.1 cast them to int32, so [0, 5] and [0, 2**32 + 5]
+    drew the same t), and hashing many (batch, chunk) seeds does not collide."""
+    post = distributions.PowerSpherical()
+    params = tf.constant(np.random.default_rng(0).normal(size=(4, 4)).astype("float32"))
+    eps = tf.random.stateless_normal([3, 4, 3], seed=[0, 0])
+    a = post.sample(params, eps, tf.constant([0, 5], tf.int64))
+    b = post.sample(params, eps, tf.constant([0, 2**32 + 5], tf.int64))
+    assert not np.allclose(a.numpy(), b.numpy())
+    np.testing.assert_array_equal(a.numpy(), post.sample(params, eps, tf.constant([0, 5], tf.int64)).numpy())
+    # the seeds evaluate.log_likelihood makes for 1,000,000 examples (batches of 256) x 10 chunks
+    starts = np.arange(0, 1_000_000, 256, dtype=np.int64)
+    seeds = np.stack([np.zeros(len(starts) * 10, np.int64),
+                      (starts[:, None] * 1_000_003 + np.arange(10)).reshape(-1)], axis=1)
+    hashed = tf.map_fn(replicas.int32_seed, tf.constant(seeds), fn_output_signature=tf.int32).numpy()
+    assert len({tuple(s) for s in hashed}) == len(seeds)
+
+
+def test_encode_returns_the_documented_mode_for_every_posterior():
+    """encode() gives the mode: the mean for Gaussians, the mean direction (on
+    the sphere, not the mean E[z], which lies inside the ball) for the power
+    spherical; active units use that same point."""
+    x = (np.random.default_rng(1).uniform(size=(8, 8, 8, 1)) > 0.5).astype("float32")
+    for posterior, prior in [("diagonal", "standard_normal"), ("full_covariance", "standard_normal"),
+                             ("power_spherical", "spherical_uniform")]:
+        model = kvae.VAE(input_shape=(8, 8, 1), latent_dim=3, posterior=posterior, prior=prior)
+        q = model.posterior.distribution(model.encode_params(x))
+        mode, _ = model.encode(x)
+        expected = q.mean_direction if posterior == "power_spherical" else q.mean()
+        np.testing.assert_allclose(mode.numpy(), expected.numpy(), atol=1e-6)
+        np.testing.assert_array_equal(evaluate.posterior_modes(model, x)[0], mode.numpy())
+        if posterior == "power_spherical":
+            np.testing.assert_allclose(np.linalg.norm(mode.numpy(), axis=1), 1.0, atol=1e-5)
+            assert np.all(np.linalg.norm(q.mean().numpy(), axis=1) < 1.0)
