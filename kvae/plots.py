@@ -148,7 +148,8 @@ def curves_figure(metrics):
     Returns:
         matplotlib.figure.Figure with three axes.
     """
-    epochs = [int(e) + 1 for e in metrics.get("epoch", range(len(metrics.get("loss", []))))]
+    length = max((len(v) for v in metrics.values()), default=0)
+    epochs = [int(e) + 1 for e in metrics.get("epoch", range(length))]
     fig = _figure((12, 3.4))
     axes = fig.subplots(1, 3)
     for ax, key, label in zip(axes, ["elbo", "reconstruction", "kl"],

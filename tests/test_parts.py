@@ -107,7 +107,9 @@ def test_sampling_seeds_keep_all_their_bits():
     starts = np.arange(0, 1_000_000, 256, dtype=np.int64)
     seeds = np.stack([np.zeros(len(starts) * 10, np.int64),
                       (starts[:, None] * 1_000_003 + np.arange(10)).reshape(-1)], axis=1)
-    hashed = tf.map_fn(replicas.int32_seed, tf.constant(seeds), fn_output_signature=tf.int32).numpy()
+    hash_all = tf.function(lambda s: tf.map_fn(replicas.int32_seed, s, fn_output_signature=tf.int32,
+                                               parallel_iterations=64))
+    hashed = hash_all(tf.constant(seeds)).numpy()
     assert len({tuple(s) for s in hashed}) == len(seeds)
 
 
