@@ -179,3 +179,21 @@ def summary(model, x, labels=None, k=100, batch_size=256, seed=0, verbose=0):
     else:
         out["bits_per_dim"] = float(out["negative_elbo"] / (dims * math.log(2)))
     return out
+
+
+_MOVED = {name: "kvae.latent" for name in ("slerp", "interpolate", "traverse", "latent_map", "anomaly_scores",
+                                           "denoise", "inpaint")}
+
+
+def __getattr__(name):
+    """The latent tools moved to kvae.latent, and posterior_means became
+    posterior_modes (kvae 0.2); the old names still work, with a DeprecationWarning."""
+    import importlib
+    import warnings
+
+    if name in _MOVED or name == "posterior_means":
+        new = "kvae.evaluate.posterior_modes" if name == "posterior_means" else f"{_MOVED[name]}.{name}"
+        warnings.warn(f"kvae.evaluate.{name} is now {new}", DeprecationWarning, stacklevel=2)
+        module, attr = new.rsplit(".", 1)
+        return getattr(importlib.import_module(module), attr)
+    raise AttributeError(f"module 'kvae.evaluate' has no attribute {name!r}")

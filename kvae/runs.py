@@ -27,7 +27,7 @@ from pathlib import Path
 from kvae import data as kdata
 from kvae import files
 from kvae.config import RunError, TrainConfig, RESUMABLE, flag
-from kvae.rundir import CONFIG_FILE, STATE_FILE, load_config, load_model, read_state
+from kvae.rundir import CONFIG_FILE, STATE_FILE, is_run, load_config, load_model, read_state  # noqa: F401 - is_run: kvae.runs.is_run of kvae 0.1
 
 __all__ = ["prepare_data", "build_model", "train", "resume", "resume_config", "evaluate"]
 #: settings that may change when a run is resumed (everything else is the run)

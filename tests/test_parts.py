@@ -129,3 +129,14 @@ def test_encode_returns_the_documented_mode_for_every_posterior():
         if posterior == "power_spherical":
             np.testing.assert_allclose(np.linalg.norm(mode.numpy(), axis=1), 1.0, atol=1e-5)
             assert np.all(np.linalg.norm(q.mean().numpy(), axis=1) < 1.0)
+
+
+def test_the_old_names_of_moved_functions_still_work_with_a_warning():
+    import kvae.latent
+
+    with pytest.warns(DeprecationWarning, match="kvae.evaluate.interpolate is now kvae.latent.interpolate"):
+        assert evaluate.interpolate is kvae.latent.interpolate
+    with pytest.warns(DeprecationWarning, match="posterior_modes"):
+        assert evaluate.posterior_means is evaluate.posterior_modes
+    with pytest.raises(AttributeError):
+        evaluate.no_such_thing
