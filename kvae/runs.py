@@ -1,7 +1,8 @@
 """Training runs: `train` a new run into a directory, `resume` one, and
 `evaluate` its model. The directory's layout and its readers are in
-kvae.rundir; the settings (TrainConfig) in kvae.config. Over 350 lines by a
-few: the trust rules below are kept with the code that keeps them.
+kvae.rundir; the settings (TrainConfig) in kvae.config. Over 350 lines: the
+trust rules below are kept with the code that keeps them (claim, lock,
+validate, then write), and each public function documents its arguments.
 
 Trust rules, each tested by fault injection (tests/test_faults.py):
   - nothing on disk changes until the config, the data (every split, whole)
