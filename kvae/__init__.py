@@ -7,11 +7,13 @@ The public API:
     kvae.distributions       posteriors and likelihoods
     kvae.priors              StandardNormal, MixtureOfGaussians, VampPrior, SphericalUniform
     kvae.objectives          ELBO, FreeBitsELBO, CapacityELBO, IWAE: objective objects
-    kvae.registry            one lookup of parts by name (likelihood, posterior, prior, network, objective)
+    kvae.registry            one lookup of parts by name (likelihood, posterior, prior, network, objective, score)
     kvae.replicas            per-replica noise, seeds and cross-replica batch statistics
     kvae.callbacks           KLWarmup, CapacityAnnealing, image grids, checkpoints
     kvae.evaluate            log-likelihood, ELBO summaries, active units
-    kvae.latent              interpolation, traversal, latent map, anomalies, masks, denoise, inpaint
+    kvae.latent              interpolation, traversal, latent map, masks, denoise, inpaint
+    kvae.anomaly             anomaly scores (nll, elbo, complexity, likelihood ratio, regret, typicality),
+                             a calibrated threshold, AUROC
     kvae.exporters           SavedModel, TFLite, ONNX exports and their checks
     kvae.plots               image grids and training curves (needs matplotlib)
     kvae.data                named datasets found offline, checks, binarisation, tf.data pipelines
@@ -32,7 +34,7 @@ import importlib
 
 __version__ = "0.1.0"
 
-_SUBMODULES = ("callbacks", "config", "data", "distributions", "evaluate", "exporters", "extras", "files", "latent",
+_SUBMODULES = ("anomaly", "callbacks", "config", "data", "distributions", "evaluate", "exporters", "extras", "files", "latent",
                "model", "networks", "objectives", "plots", "priors", "registry", "replicas", "rundir", "runs")
 
 __all__ = ["VAE", "load_model", "__version__", *_SUBMODULES]

@@ -81,6 +81,8 @@ def _parser():
                         f"(default {D.max_capacity})")
     t.add_argument("--conditional", action="store_true", default=None, help="condition on the dataset's labels")
     t.add_argument("--binarize", help="none, threshold, static or dynamic (default: dynamic for Bernoulli likelihoods)")
+    t.add_argument("--perturb", type=float, help="share of training pixels replaced by noise, for the background "
+                   "model of `kvae anomalies --score likelihood_ratio` (default 0: off; Ren et al. use 0.1-0.3)")
     t.add_argument("--batch-size", type=_int, help=f"(default {D.batch_size})")
     t.add_argument("--lr", type=float, dest="learning_rate", help=f"Adam's learning rate (default {D.learning_rate})")
     t.add_argument("--mixed-precision", help="none (default), mixed_float16 (GPU) or mixed_bfloat16")
@@ -118,6 +120,10 @@ def _parser():
     x.add_argument("--force", action="store_true", help="replace an existing --out")
     x.add_argument("--model-name", default="kvae", help="TF Serving model name (savedmodel/NAME/VERSION)")
     x.add_argument("--version", type=_int, default=1, dest="model_version")
+    x.add_argument("--scorer", action="store_true", help="also export the anomaly scorer (x -> -ELBO at the "
+                   "posterior mode, the 'elbo' score) to tflite and onnx; export/score.py runs it on a device")
+    x.add_argument("--fpr", type=float, default=None, help="with --scorer and a run directory: a threshold at "
+                   "this false-positive rate on the run's validation split, stored for the device runner")
 
     li = add("interpolate", help="decoded interpolations between pairs of test images")
     li.add_argument("run_dir")
@@ -133,9 +139,19 @@ def _parser():
     lm.add_argument("run_dir")
     lm.add_argument("--n", type=_int, default=15)
     lm.add_argument("--out", default="latent_map.png")
-    la = add("anomalies", help="-log p(x) of every test image; the most and least anomalous")
+    la = add("anomalies", help="anomaly scores of test images (or --data): the most and least anomalous, "
+                               "and a threshold calibrated on the validation split (--fpr)")
     la.add_argument("run_dir")
-    la.add_argument("--k", type=_int, default=100)
+    la.add_argument("--score", default="nll", help="nll (default), elbo, complexity, likelihood_ratio, "
+                    "likelihood_regret or typicality: what each assumes and costs is in kvae.anomaly")
+    la.add_argument("--k", type=_int, default=None,
+                    help="importance samples of nll, complexity, likelihood_ratio, typicality (default 100)")
+    la.add_argument("--background", help="the background model of likelihood_ratio: a run directory or "
+                    ".keras file trained with --perturb")
+    la.add_argument("--data", help="score these inputs instead of the run's test split: a .npy or .npz file, "
+                    "a folder of images, or a dataset name")
+    la.add_argument("--fpr", type=float, default=None, help="set a threshold at this false-positive rate on "
+                    "the run's validation split and flag the inputs above it (e.g. 0.05)")
     la.add_argument("--n", type=_int, default=16)
     la.add_argument("--out", default="anomalies.png")
     lp = add("inpaint", help="fill the masked half of test images")
@@ -262,11 +278,34 @@ def cmd_export(args):
     print(f"exporting {args.source} -> {args.out} ({', '.join(formats)}); verifying each artifact:")
     variants = None if args.tflite_variants is None else [v.strip() for v in args.tflite_variants.split(",")
                                                             if v.strip()]
+    threshold = _scorer_threshold(args) if args.scorer else None
+    if args.fpr is not None and not args.scorer:
+        raise ValueError("--fpr sets the threshold of the exported scorer: add --scorer")
     report = exporters.export(args.source, args.out, formats=formats, force=args.force,
-                              model_name=args.model_name, version=args.model_version, tflite_variants=variants)
+                              model_name=args.model_name, version=args.model_version, tflite_variants=variants,
+                              scorer=args.scorer, scorer_threshold=threshold)
     print(exporters.format_report(report))
     print(f"report: {Path(args.out) / 'report.json'}")
     return 0
+
+
+def _scorer_threshold(args):
+    """The exported scorer's threshold at --fpr on the run's validation split (None without --fpr)."""
+    from kvae import anomaly, rundir, runs
+
+    if args.fpr is None:
+        return None
+    if not 0 < args.fpr < 1:
+        raise ValueError(f"--fpr must be in (0, 1), got {args.fpr}")
+    if not rundir.is_run(args.source):
+        raise ValueError(f"--fpr calibrates on a run's validation split; {args.source} is not a run directory")
+    cfg, model = rundir.load_config(args.source), rundir.load_model(args.source)
+    x, y = runs.prepare_data(cfg).validation
+    t = anomaly.calibrate(anomaly.NegativeELBO()(model, x, y if model.conditional else None), args.fpr)
+    print(f"scorer threshold {t.value:.3f} nats: fpr {t.heldin_fpr:.4f} on {t.n} validation images")
+    binarize = "static" if cfg.binarization == "dynamic" else cfg.binarization
+    return {"value": t.value, "fpr": t.fpr, "heldin_fpr": t.heldin_fpr, "heldin_n": t.n,
+            "calibrated_on": "the run's validation split", "binarize": binarize}
 
 
 def _run_model_and_test(run_dir, n=None):
@@ -319,21 +358,59 @@ def cmd_latent_map(args):
     return _wrote(args.out)
 
 
-def cmd_anomalies(args):
-    from kvae import files, latent, plots
+def _anomaly_score(args):
+    """The score the flags ask for, checked before any data is read."""
+    from kvae import anomaly
 
-    model, x, y = _run_model_and_test(args.run_dir)
-    scores = latent.anomaly_scores(model, x, y, k=args.k, verbose=1)
+    if args.fpr is not None and not 0 < args.fpr < 1:
+        raise ValueError(f"--fpr must be in (0, 1), got {args.fpr}")
+    if args.background is not None and args.score != "likelihood_ratio":
+        raise ValueError(f"--background is the likelihood_ratio score's background model, not used by {args.score}")
+    if args.score not in anomaly.names():
+        raise ValueError(f"--score must be one of {', '.join(anomaly.names())}, got {args.score!r}")
+    if args.k is not None and "k" not in anomaly.parameters(args.score):
+        raise ValueError(f"--k is not used by the {args.score} score")
+    return anomaly.get(args.score, k=args.k, background=args.background)
+
+
+def cmd_anomalies(args):
+    from kvae import anomaly, files, latent, plots, rundir, runs
+
+    score = _anomaly_score(args)
+    cfg, model = rundir.load_config(args.run_dir), rundir.load_model(args.run_dir)
+    ds = runs.prepare_data(cfg)
+    if args.data:
+        x, y, where = runs.prepare_inputs(cfg, args.data, model.data_shape)
+    else:
+        (x, y), where = ds.test, "the test split"
+    y = y if model.conditional else None
+    heldin_x, heldin_y = ds.validation
+    heldin_y = heldin_y if model.conditional else None
+    threshold, half = None, len(heldin_x) // 2
+    if score.needs_reference:  # fitted on one half of the validation split, calibrated on the other
+        score.fit(model, heldin_x[:half], None if heldin_y is None else heldin_y[:half])
+        heldin_x, heldin_y = heldin_x[half:], None if heldin_y is None else heldin_y[half:]
+    scores = score(model, x, y, verbose=1)
+    if args.fpr is not None:
+        print(f"calibrating on {len(heldin_x)} validation images")
+        threshold = anomaly.calibrate(score(model, heldin_x, heldin_y, verbose=1), args.fpr)
     most, least = latent.rank(scores, args.n)
     n = len(most)
     plots.save_grid(np.concatenate([x[most], x[least]]), args.out, columns=n,
-                    title=f"top: {n} most anomalous test images (-log p(x)); bottom: {n} least")
+                    title=f"top: {n} most anomalous of {where} ({score.name}); bottom: {n} least")
     path = Path(args.out).with_suffix(".json")
-    files.write_json(path, {"k": args.k, "scores": [float(v) for v in scores],
-                            "most_anomalous": [int(i) for i in most]})
-    top = int(np.argmax(scores))
-    print(f"-log p(x): median {np.median(scores):.2f}, max {scores.max():.2f} (test image {top}); "
-          f"scores in {path}")
+    result = {"score": score.name, "options": score.get_config(), "inputs": where,
+              "scores": [float(v) for v in scores], "most_anomalous": [int(i) for i in most]}
+    line = f"{score.name}: median {np.median(scores):.2f}, max {scores.max():.2f} (input {int(np.argmax(scores))})"
+    if threshold is not None:
+        flagged = np.flatnonzero(threshold.flag(scores))
+        result["threshold"] = {"value": threshold.value, "fpr": threshold.fpr, "heldin_fpr": threshold.heldin_fpr,
+                               "heldin_n": threshold.n, "calibrated_on": "the run's validation split"}
+        result["flagged"] = [int(i) for i in flagged]
+        line += (f"; threshold {threshold.value:.2f} (fpr {threshold.fpr:g} on {threshold.n} validation images): "
+                 f"{len(flagged)} of {len(scores)} flagged")
+    files.write_json(path, result)
+    print(f"{line}; scores in {path}")
     return _wrote(args.out)
 
 

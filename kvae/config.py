@@ -49,6 +49,8 @@ class TrainConfig:
     Args:
         dataset, data_dir, download: where the data comes from (`kvae.data.load`).
         binarize: None (dynamic for Bernoulli-type likelihoods) or a `kvae.data.BINARIZE` mode.
+        perturb: share in [0, 1) of training pixels replaced by uniform noise, drawn anew every
+            epoch: trains the background model of `kvae.anomaly.LikelihoodRatio`.
         network, latent_dim, likelihood, posterior, prior: the model's parts (registry names).
         beta, objective, num_samples, free_bits, capacity_gamma: the objective (see `kvae.VAE`).
         kl_warmup, kl_schedule, max_capacity: the schedules (`kvae.callbacks`).
@@ -61,6 +63,7 @@ class TrainConfig:
     data_dir: str = None
     download: bool = False
     binarize: str = None  # None: 'dynamic' for Bernoulli likelihoods, else 'none'
+    perturb: float = 0.0  # share of training pixels replaced by noise (a likelihood-ratio background model)
     network: str = "mlp"
     latent_dim: int = 16
     likelihood: str = "bernoulli"
@@ -85,12 +88,13 @@ class TrainConfig:
 
     def validate(self):
         finite = [f"{flag(k)} must be a finite number, got {getattr(self, k)}"
-                  for k in ("beta", "learning_rate", "free_bits", "capacity_gamma", "max_capacity")
+                  for k in ("beta", "learning_rate", "free_bits", "capacity_gamma", "max_capacity", "perturb")
                   if not math.isfinite(getattr(self, k))]
         if finite:
             raise RunError(finite[0])
         checks = [
             (self.epochs >= 1, f"--epochs must be >= 1, got {self.epochs}"),
+            (0 <= self.perturb < 1, f"--perturb must be in [0, 1), got {self.perturb}"),
             (self.latent_dim >= 1, f"--latent-dim must be >= 1, got {self.latent_dim}"),
             (self.beta >= 0, f"--beta must be >= 0, got {self.beta}"),
             (self.num_samples >= 1, f"--num-samples must be >= 1, got {self.num_samples}"),

@@ -30,7 +30,8 @@ from kvae.extras import require
 
 __all__ = ["NAMES", "BINARIZE", "ENV_DATA_DIR", "DataError", "DataNotFoundError", "Dataset", "read_npz",
            "read_image_folder", "read_amat", "pixel_scale", "labels_array", "check", "check_shape",
-           "check_label_range", "check_for_model", "split_validation", "load", "binarize", "pipeline"]
+           "check_label_range", "check_for_model", "split_validation", "load", "read_inputs", "binarize",
+           "pipeline"]
 
 NAMES = ("fashion_mnist", "mnist", "binarized_mnist", "digits")
 BINARIZE = ("none", "threshold", "static", "dynamic")
@@ -614,6 +615,47 @@ def load(name, data_dir=None, download=False, validation_fraction=0.1, seed=0):
     return Dataset(str(name), source, train, validation, test, num_classes=num_classes, notes=notes)
 
 
+def read_inputs(source, data_dir=None):
+    """Every input of `source`, to score or encode (not to train on).
+
+    Args:
+        source: a `.npy` file (the array), a `.npz` file ('x', else 'x_train'
+            then 'x_test'), a folder of images (all of them, sub-folders as
+            labels), or a dataset name (its test split).
+        data_dir: where named datasets are looked for first.
+
+    Returns:
+        (x float32 [N, ...] scaled to [0, 1] by `pixel_scale`, with a channel
+        axis for images; labels int32 [N] or None; a description of the source).
+    """
+    path = Path(str(source)).expanduser()
+    if str(source) in NAMES:
+        ds = load(str(source), data_dir=data_dir)
+        return ds.test[0], ds.test[1], f"{ds.source}, test split"
+    if path.suffix == ".npy":
+        try:
+            x, y = np.load(path, allow_pickle=False), None
+        except (OSError, ValueError) as e:
+            raise DataError(f"Cannot read {path} as a .npy array: {e}") from None
+    elif path.suffix == ".npz":
+        if not path.is_file():
+            raise DataError(f"No such file: {path}")
+        (x, y), test = read_npz(path)
+        if test is not None:
+            x = np.concatenate([x, test[0]])
+            y = None if y is None or test[1] is None else np.concatenate([y, test[1]])
+    elif path.is_dir():
+        x, y = read_image_folder(path)
+    else:
+        raise DataError(f"Cannot read inputs from {source!r}: give a .npy or .npz file, a folder of images, "
+                        f"or one of {', '.join(NAMES)}.")
+    if np.asarray(x).ndim < 2 or not len(x):
+        raise DataError(f"{path} holds no inputs (shape {np.shape(x)}).")
+    divisor, _ = pixel_scale([x], str(path))
+    x = _with_channel(_to_unit(x, divisor))
+    return x, labels_array(y, len(x), f"{path} (labels)"), str(path)
+
+
 # -------------------------------------------------------------- binarisation
 def binarize(x, mode, seed=0):
     """Binarise pixels in [0, 1].
@@ -641,7 +683,7 @@ def binarize(x, mode, seed=0):
 
 
 def pipeline(x, y=None, batch_size=128, shuffle=True, seed=0, dynamic_binarize=False,
-             drop_remainder=False, epoch=None):
+             drop_remainder=False, epoch=None, perturb=0.0):
     """A tf.data pipeline of batches of x (or (x, y)).
 
     Shuffles indices (not images) and gathers each batch from one in-memory
@@ -654,10 +696,16 @@ def pipeline(x, y=None, batch_size=128, shuffle=True, seed=0, dynamic_binarize=F
     of (seed, epoch) alone, so a run resumed at epoch k sees exactly the data
     an uninterrupted run would. Without it, tf.data reshuffles every pass.
 
+    `perturb` > 0 replaces that share of the pixels of every batch, drawn
+    anew each epoch, by noise: uniform in [0, 1] before a dynamic
+    binarisation (which makes it a fair coin), a random 0/1 on data that is
+    already binary, uniform otherwise (Ren et al. 2019's background model).
+
     Args:
         x: float32 [N, ...]; y: int [N] or None; batch_size: int >= 1;
         shuffle: bool; seed: int; dynamic_binarize: bool;
-        drop_remainder: bool; epoch: int64 tf.Variable or None.
+        drop_remainder: bool; epoch: int64 tf.Variable or None;
+        perturb: float in [0, 1), share of pixels replaced by noise.
 
     Returns:
         tf.data.Dataset of x batches (or (x, y) batches).
@@ -666,6 +714,9 @@ def pipeline(x, y=None, batch_size=128, shuffle=True, seed=0, dynamic_binarize=F
 
     if batch_size < 1:
         raise DataError(f"batch_size must be >= 1, got {batch_size}.")
+    if not 0 <= perturb < 1:
+        raise DataError(f"perturb must be in [0, 1), got {perturb}.")
+    binary_data = bool(perturb) and not dynamic_binarize and bool(np.isin(x, (0, 1)).all())
     n = len(x)
     images = tf.constant(x)
     labels = None if y is None else tf.constant(np.asarray(y, "int32"))
@@ -678,15 +729,20 @@ def pipeline(x, y=None, batch_size=128, shuffle=True, seed=0, dynamic_binarize=F
         ds = ds.shuffle(n, seed=seed, reshuffle_each_iteration=True)
     ds = ds.batch(batch_size, drop_remainder=drop_remainder)
 
+    def draw(xb, idx, salt):  # uniform noise keyed by (seed, epoch, salt, first index of the batch)
+        if epoch is None:
+            return tf.random.uniform(tf.shape(xb), seed=seed + salt)
+        key = tf.stack([seed64 * 1_000_003 + tf.cast(epoch.read_value(), tf.int64) + salt * 7_919, idx[0]])
+        return tf.random.stateless_uniform(tf.shape(xb), seed=key)
+
     def gather(idx):
         xb = tf.gather(images, idx)
+        if perturb:
+            noise = draw(xb, idx, 1)
+            noise = tf.round(noise) if binary_data else noise
+            xb = tf.where(draw(xb, idx, 2) < perturb, noise, xb)
         if dynamic_binarize:
-            if epoch is not None:  # stateless: keyed by (seed, epoch, first index of the batch)
-                key = tf.stack([seed64 * 1_000_003 + tf.cast(epoch.read_value(), tf.int64), idx[0]])
-                u = tf.random.stateless_uniform(tf.shape(xb), seed=key)
-            else:
-                u = tf.random.uniform(tf.shape(xb), seed=seed)
-            xb = tf.cast(u < xb, tf.float32)
+            xb = tf.cast(draw(xb, idx, 0) < xb, tf.float32)
         return xb if labels is None else (xb, tf.gather(labels, idx))
 
     options = tf.data.Options()

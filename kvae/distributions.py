@@ -272,6 +272,16 @@ class Likelihood(_Named):
         """E[x|z] in the data's shape: probabilities or means."""
         raise NotImplementedError
 
+    def export_log_prob(self, params, x):
+        """log p(x|z) summed over each example's values, [B], written with ops
+        every edge runtime has (TFLite builtins, onnxruntime): the device
+        scorer's density (`kvae export --scorer`). None: not exportable."""
+        return None
+
+
+def _sum_per_example(t):
+    return tf.reduce_sum(tf.reshape(t, [tf.shape(t)[0], -1]), axis=1)
+
 
 @keras.saving.register_keras_serializable(package="kvae")
 class Bernoulli(Likelihood):
@@ -292,6 +302,12 @@ class Bernoulli(Likelihood):
 
     def mean(self, params):
         return tf.sigmoid(_f32(params))
+
+    def export_log_prob(self, params, x):
+        """sum x l - softplus(l), softplus(l) = max(l, 0) + log(1 + exp(-|l|))."""
+        logits = _f32(params)
+        softplus = tf.nn.relu(logits) + tf.math.log(1.0 + tf.exp(-tf.abs(logits)))
+        return _sum_per_example(x * logits - softplus)
 
 
 @keras.saving.register_keras_serializable(package="kvae")
@@ -367,6 +383,12 @@ class Gaussian(Likelihood):
 
     def mean(self, params):
         return self._loc_scale(params)[0]
+
+    def export_log_prob(self, params, x):
+        """sum -(x - mu)^2 / (2 sigma^2) - log sigma - log(2 pi) / 2."""
+        loc, scale = self._loc_scale(params)
+        return _sum_per_example(-0.5 * tf.square((x - loc) / scale) - tf.math.log(scale + tf.zeros_like(loc))
+                                - 0.5 * math.log(2.0 * math.pi))
 
 
 # -------------------------------------------------------------------- lookup

@@ -41,8 +41,8 @@ import numpy as np
 from kvae import files
 from kvae.extras import require
 
-__all__ = ["FORMATS", "TFLITE_VARIANTS", "TOLERANCE", "INT8_LOGIT_CLIP", "ExportError", "VerificationError",
-           "load_source", "decode_outputs", "decoder_function", "run_tflite", "run_onnx",
+__all__ = ["FORMATS", "TFLITE_VARIANTS", "SCORER_TFLITE_VARIANTS", "TOLERANCE", "INT8_LOGIT_CLIP", "ExportError", "VerificationError",
+           "load_source", "decode_outputs", "decoder_function", "scorer_problem", "scorer_outputs", "scorer_function", "run_tflite", "run_onnx",
            "run_savedmodel_without_kvae", "default_tflite_variants", "export", "format_report"]
 
 FORMATS = ("savedmodel", "tflite", "onnx")
@@ -54,7 +54,10 @@ TFLITE_VARIANTS = ("float32", "float16", "dynamic_int8", "int8")
 #: means it scales with their range, as quantisation error does (256 levels
 #: over the range for int8).
 TOLERANCE = {"savedmodel": 1e-5, "onnx": 1e-5, "tflite_float32": 1e-5, "tflite_float16": 1e-3,
-             "tflite_dynamic_int8": 0.05, "tflite_int8": 0.05}
+             "tflite_dynamic_int8": 0.05, "tflite_int8": 0.05,
+             "scorer_tflite_float32": 1e-5, "scorer_tflite_float16": 1e-3, "scorer_onnx": 1e-5}
+#: TFLite variants of the scorer (`export(scorer=True)`)
+SCORER_TFLITE_VARIANTS = ("float32", "float16")
 ONNX_OPSET = 17
 #: The full-int8 BERNOULLI decoder clips logits to +-8 (probabilities within
 #: 3.4e-4 of 0 and 1), so its 256 activation levels cover the informative range
@@ -171,6 +174,72 @@ def decoder_function(model, clip_logits=None):
     return decode
 
 
+def scorer_problem(model):
+    """Why the model's scorer cannot be exported, or None if it can.
+
+    Args:
+        model: kvae.VAE.
+
+    Returns:
+        str or None.
+    """
+    import tensorflow as tf
+
+    if not model.posterior.has_kl_per_dim(model.prior):
+        return (f"the device scorer needs the KL in closed form (a diagonal posterior with the standard normal "
+                f"prior); this model has a {model.posterior.name} posterior and a {type(model.prior).__name__}: "
+                "score it on the host with kvae anomalies")
+    probe = model.likelihood.export_log_prob(tf.zeros([1, *model.param_shape]), tf.zeros([1, *model.data_shape]))
+    if probe is None:
+        return f"the {model.likelihood.name} likelihood has no exportable log-density; score it on the host"
+    return None
+
+
+def scorer_outputs(model, x, labels=None):
+    """The device scorer: -ELBO at the posterior's mode with the analytic KL
+    (`kvae.anomaly.NegativeELBO`), written with ops every runtime has.
+
+    Args:
+        model: kvae.VAE (see `scorer_problem`); x: float32 [B, *input_shape]; labels: int32 [B] or None.
+
+    Returns:
+        dict {"score": [B], "reconstruction": -log p(x | z = mode) [B], "kl": [B]}, nats.
+    """
+    import tensorflow as tf
+
+    params = model.encode_params(x, labels)
+    mode = model.posterior.mode_stddev(params)[0]
+    log_px = model.likelihood.export_log_prob(model.decode_params(mode, labels), x)
+    kl = tf.reduce_sum(model.posterior.kl_per_dim(params, model.prior), axis=-1)
+    return {"score": kl - log_px, "reconstruction": -log_px, "kl": kl}
+
+
+def scorer_function(model):
+    """The scorer as a graph: no random op, named inputs, any batch size.
+
+    Args:
+        model: kvae.VAE.
+
+    Returns:
+        tf.function score(x [B, *input_shape][, labels [B]]) -> {'score', 'reconstruction', 'kl'}.
+    """
+    import tensorflow as tf
+
+    _, labels_spec, x_spec = _specs(model)
+    if model.conditional:
+        return tf.function(lambda x, labels: scorer_outputs(model, x, labels), input_signature=[x_spec, labels_spec])
+    return tf.function(lambda x: scorer_outputs(model, x), input_signature=[x_spec])
+
+
+def _write_scorer_savedmodel(model, path):
+    import keras
+
+    archive = keras.export.ExportArchive()
+    archive.track(model)
+    archive.add_endpoint("score", scorer_function(model))
+    archive.write_out(str(path), verbose=False)
+
+
 def _write_savedmodel(model, path, metadata, decoder_only=False, clip_logits=None):
     import keras
     import tensorflow as tf
@@ -214,10 +283,10 @@ def _write_savedmodel(model, path, metadata, decoder_only=False, clip_logits=Non
     (Path(path) / "assets" / "kvae_metadata.json").write_text(json.dumps(metadata, indent=2))
 
 
-def _write_tflite(decoder_savedmodel, path, variant, model):
+def _write_tflite(decoder_savedmodel, path, variant, model, signature="decode"):
     import tensorflow as tf
 
-    converter = tf.lite.TFLiteConverter.from_saved_model(str(decoder_savedmodel), signature_keys=["decode"])
+    converter = tf.lite.TFLiteConverter.from_saved_model(str(decoder_savedmodel), signature_keys=[signature])
     # Builtins only: an op the device interpreter lacks fails here, not on the phone.
     converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
     if variant == "float16":
@@ -286,10 +355,10 @@ def _convert_int8_with_float_input_layer(converter):
     return debugger.get_nondebug_quantized_model()
 
 
-def _write_onnx(model, path):
+def _write_onnx(model, path, function=None):
     import tf2onnx
 
-    decode = decoder_function(model)
+    decode = function or decoder_function(model)
     try:
         tf2onnx.convert.from_function(decode, input_signature=decode.input_signature, opset=ONNX_OPSET,
                                       output_path=str(path))
@@ -312,36 +381,45 @@ def _latency(fn, runs=200, warmup=20):
     return float(np.percentile(times, 50) * 1e3), float(np.percentile(times, 99) * 1e3)
 
 
-def run_tflite(path, z, labels=None):
-    """Decode with ai_edge_litert's signature runner (no TensorFlow needed).
+def run_tflite(path, z, labels=None, signature="decode", inputs=None):
+    """Run a signature with ai_edge_litert's signature runner (no TensorFlow needed).
 
     Args:
-        path: a .tflite file; z: float32 [B, latent_dim]; labels: int32 [B] or None.
+        path: a .tflite file; z: float32 [B, latent_dim]; labels: int32 [B] or None;
+        signature: 'decode', or 'score' for the scorer; inputs: a dict of
+        named inputs instead of z and labels (e.g. {'x': images}).
 
     Returns:
-        (dict {'mean': [B, ...], ...}, a function that decodes the first row alone, for batch-1 latency).
+        (dict {'mean': [B, ...], ...}, a function that runs the first row alone, for batch-1 latency).
     """
     from ai_edge_litert.interpreter import Interpreter
 
-    runner = Interpreter(model_path=str(path)).get_signature_runner("decode")
-    inputs = {"z": z} if labels is None else {"z": z, "labels": labels}
+    runner = Interpreter(model_path=str(path)).get_signature_runner(signature)
+    inputs = _feeds(z, labels, inputs)
     return runner(**inputs), (lambda: runner(**{k: v[:1] for k, v in inputs.items()}))
 
 
-def run_onnx(path, z, labels=None):
-    """Decode with onnxruntime on the CPU.
+def _feeds(z, labels, inputs):
+    if inputs is not None:
+        return {k: v for k, v in inputs.items() if v is not None}
+    return {"z": z} if labels is None else {"z": z, "labels": labels}
+
+
+def run_onnx(path, z, labels=None, inputs=None):
+    """Run an ONNX graph with onnxruntime on the CPU.
 
     Args:
-        path: a .onnx file; z: float32 [B, latent_dim]; labels: int32 [B] or None.
+        path: a .onnx file; z: float32 [B, latent_dim]; labels: int32 [B] or None;
+        inputs: a dict of named inputs instead of z and labels.
 
     Returns:
-        (dict {'mean': [B, ...], ...}, a function that decodes the first row alone, for batch-1 latency).
+        (dict {'mean': [B, ...], ...}, a function that runs the first row alone, for batch-1 latency).
     """
     import onnxruntime as ort
 
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     names = [o.name for o in session.get_outputs()]
-    feeds = {"z": z} if labels is None else {"z": z, "labels": labels}
+    feeds = _feeds(z, labels, inputs)
     outs = dict(zip(names, session.run(None, feeds)))
     return outs, (lambda: session.run(None, {k: v[:1] for k, v in feeds.items()}))
 
@@ -426,7 +504,7 @@ UNSUPPORTED = {("continuous_bernoulli", "int8"):
 
 
 def export(source, out_dir, formats=FORMATS, force=False, model_name="kvae", version=1,
-           num_check=64, seed=0, tflite_variants=None, log=print):
+           num_check=64, seed=0, tflite_variants=None, log=print, scorer=False, scorer_threshold=None):
     """Export the decoder of `source` (a run directory or `.keras` file) into
     `out_dir`, verify every artifact, and return the report (also written as
     report.json). `tflite_variants=None` writes `default_tflite_variants` of
@@ -436,7 +514,12 @@ def export(source, out_dir, formats=FORMATS, force=False, model_name="kvae", ver
         source: a run directory or `.keras` file; out_dir: the directory to create;
         formats: from FORMATS; force: replace out_dir; model_name, version: TF
         Serving's layout; num_check: latents drawn from the prior for the
-        checks; seed: int; tflite_variants: from TFLITE_VARIANTS or None; log: print-like.
+        checks; seed: int; tflite_variants: from TFLITE_VARIANTS or None; log: print-like;
+        scorer: also export the anomaly scorer (`scorer_outputs`: x -> -ELBO at the
+        posterior mode) to the TFLite (float32, float16) and ONNX formats asked
+        for, checked against `kvae.anomaly.NegativeELBO` on the model's own
+        samples and on noise; scorer_threshold: dict (value, fpr, ...) stored in
+        metadata.json for the device runner (export/score.py), or None.
 
     Returns:
         dict: rows (one per artifact: errors, tolerance, size, latency), metadata.
@@ -457,7 +540,18 @@ def export(source, out_dir, formats=FORMATS, force=False, model_name="kvae", ver
     needed = {"tflite": ["ai_edge_litert.interpreter"], "onnx": ["tf2onnx", "onnx", "onnxruntime"]}
     for module in [m for f in formats for m in needed.get(f, [])]:
         require(module, "export", f"Exporting to {module.split('.')[0]}")
+    if scorer and not {"tflite", "onnx"} & set(formats):
+        raise ExportError("The scorer is exported to tflite and onnx: add one of them to --format.")
     model, metadata = load_source(source)
+    if scorer:
+        problem = scorer_problem(model)
+        if problem:
+            raise ExportError(f"Cannot export the scorer: {problem}.")
+        metadata["scorer"] = {"score": "elbo", "inputs": {"x": [None, *model.data_shape]},
+                              "outputs": ["score", "reconstruction", "kl"],
+                              "formula": "score = KL(q(z|x) || p(z)) - log p(x | z = mode of q(z|x)), nats; "
+                                         "higher is more anomalous",
+                              "threshold": scorer_threshold}
     likelihood = model.likelihood.name
     tflite_variants = tuple(default_tflite_variants(likelihood) if tflite_variants is None else tflite_variants)
     refused = [f"{v}: {UNSUPPORTED[likelihood, v]}" for v in tflite_variants if (likelihood, v) in UNSUPPORTED]
@@ -471,10 +565,36 @@ def export(source, out_dir, formats=FORMATS, force=False, model_name="kvae", ver
     # every artifact passed its check; on any failure or interrupt it is removed.
     with files.atomic_path(out_dir, directory=True) as work:
         return _export_into(model, metadata, work, formats, model_name, int(version), num_check, seed,
-                            tflite_variants, log)
+                            tflite_variants, log, scorer)
 
 
-def _export_into(model, metadata, work, formats, model_name, version, num_check, seed, tflite_variants, log):
+def scorer_check_inputs(model, n, seed):
+    """Inputs to check the scorer on: n // 2 of the model's own samples (z
+    from the prior, x from p(x|z)) and the rest uniform noise (as a flagged
+    input would be), both binary for a Bernoulli-type likelihood's binary data.
+
+    Args:
+        model: kvae.VAE; n: int; seed: int.
+
+    Returns:
+        (x float32 [n, *input_shape], labels int32 [n] or None).
+    """
+    import tensorflow as tf
+
+    rng = np.random.default_rng(seed)
+    labels = rng.integers(0, model.num_classes, n).astype("int32") if model.conditional else None
+    half = n // 2
+    z = model.prior.distribution(model).sample(half, seed=tf.constant([seed, 2])).numpy()
+    params = model.decode_params(z, None if labels is None else labels[:half])
+    own = model.likelihood.distribution(params, len(model.data_shape)).sample(seed=tf.constant([seed, 3]))
+    noise = rng.uniform(size=(n - half, *model.data_shape))
+    if model.likelihood.unit_interval:
+        noise = (noise < 0.5).astype("float32")
+    return np.concatenate([own.numpy(), noise]).astype("float32"), labels
+
+
+def _export_into(model, metadata, work, formats, model_name, version, num_check, seed, tflite_variants, log,
+                 scorer=False):
     import tensorflow as tf
 
     rng = np.random.default_rng(seed)
@@ -488,16 +608,17 @@ def _export_into(model, metadata, work, formats, model_name, version, num_check,
     rows = [{"artifact": "keras model.decode (eager)", "size_bytes": None, "max_abs_error": 0.0,
              "mean_abs_error": 0.0, "p50_ms": keras_p50, "p99_ms": keras_p99, "tolerance": None}]
 
-    def check(name, path, outputs, latency):
-        expected = clipped if name == "tflite_int8" else reference
+    def check(name, path, outputs, latency, expected=None):
+        expected = expected or (clipped if name == "tflite_int8" else reference)
         errors = {}
         for key, want in expected.items():
             if key not in outputs:
                 raise VerificationError(f"{name} has no output {key!r} (it has {', '.join(sorted(outputs))}).")
             err = np.abs(np.asarray(outputs[key]).reshape(want.shape) - want)
             errors[key] = (float(err.max()), float(err.mean()), max(1.0, float(np.abs(want).max())))
+        main = "mean" if "mean" in errors else "score"
         row = {"artifact": name, "path": str(path.relative_to(work)), "size_bytes": _size(path),
-               "max_abs_error": errors["mean"][0], "mean_abs_error": errors["mean"][1],
+               "max_abs_error": errors[main][0], "mean_abs_error": errors[main][1],
                "errors": {k: {"max_abs": e[0], "mean_abs": e[1], "range": e[2]} for k, e in errors.items()},
                "p50_ms": latency[0], "p99_ms": latency[1], "tolerance": TOLERANCE[name]}
         rows.append(row)
@@ -533,9 +654,38 @@ def _export_into(model, metadata, work, formats, model_name, version, num_check,
         _write_onnx(model, path)
         outputs, one = run_onnx(path, z, labels)
         check("onnx", path, outputs, _latency(one))
+    if scorer:
+        _export_scorer(model, work, formats, num_check, seed, check)
     report = {"checked_on": f"{num_check} latents drawn from the prior ({type(model.prior).__name__}), seed {seed}", "rows": rows, "metadata": metadata}
     (work / "report.json").write_text(json.dumps(report, indent=2))
     return report
+
+
+def _export_scorer(model, work, formats, num_check, seed, check):
+    from kvae import anomaly
+
+    x, labels = scorer_check_inputs(model, num_check, seed)
+    inputs = {"x": x, "labels": labels}
+    expected = {k: v.numpy() for k, v in scorer_outputs(model, x, labels).items()}
+    # The Keras score by another road (TFP's densities and KL), so the exported math is checked too.
+    keras_score = anomaly.NegativeELBO()(model, x, labels)
+    if not np.allclose(expected["score"], keras_score, rtol=1e-5, atol=1e-3):
+        raise VerificationError(f"The scorer graph does not match kvae.anomaly.NegativeELBO: max abs difference "
+                                f"{np.abs(expected['score'] - keras_score).max():.2e}.")
+    expected["score"] = keras_score
+    if "tflite" in formats:
+        with tempfile.TemporaryDirectory() as tmp:
+            _write_scorer_savedmodel(model, Path(tmp) / "scorer")
+            for variant in SCORER_TFLITE_VARIANTS:
+                path = work / "tflite" / f"scorer_{variant}.tflite"
+                _write_tflite(Path(tmp) / "scorer", path, variant, model, signature="score")
+                outputs, one = run_tflite(path, None, signature="score", inputs=inputs)
+                check(f"scorer_tflite_{variant}", path, outputs, _latency(one), expected)
+    if "onnx" in formats:
+        path = work / "onnx" / "scorer.onnx"
+        _write_onnx(model, path, scorer_function(model))
+        outputs, one = run_onnx(path, None, inputs=inputs)
+        check("scorer_onnx", path, outputs, _latency(one), expected)
 
 
 def format_report(report):

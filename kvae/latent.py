@@ -1,7 +1,7 @@
 """Latent tools of a trained VAE: interpolation, traversal, the 2-D latent map,
-anomaly scores and their ranking, corruption masks and noise, denoising and
-inpainting. The `kvae` commands of the same names call these, so Python
-gets the CLI's results.
+ranking of scores, corruption masks and noise, denoising and inpainting
+(anomaly scores are in kvae.anomaly). The `kvae` commands of the same names
+call these, so Python gets the CLI's results.
 
 Every tool works on the posterior's mode (`VAE.encode`). On a hyperspherical
 latent space (a posterior whose `support` is 'sphere') the tools that move
@@ -23,7 +23,7 @@ import numpy as np
 
 from kvae import evaluate
 
-__all__ = ["slerp", "interpolate", "traverse", "latent_map", "anomaly_scores", "rank", "mask", "corrupt",
+__all__ = ["slerp", "interpolate", "traverse", "latent_map", "rank", "mask", "corrupt",
            "denoise", "inpaint", "MASKS"]
 
 #: kinds of `mask`
@@ -146,17 +146,15 @@ def latent_map(model, n=15, span=3.0, labels=None):
 
 
 def anomaly_scores(model, x, labels=None, k=100, seed=0, verbose=0):
-    """-log p(x) per input (importance-sampled, `kvae.evaluate.log_likelihood`):
-    higher is more anomalous.
+    """Deprecated (kvae 0.2): `kvae.anomaly.NLL(k, seed)(model, x, labels)`,
+    or any other score of kvae.anomaly."""
+    import warnings
 
-    Args:
-        model: a `kvae.VAE`; x: array [N, *input_shape]; labels: [N] or None;
-        k: int, importance samples; seed: int; verbose: 1 for a progress bar.
+    from kvae import anomaly
 
-    Returns:
-        float64 [N].
-    """
-    return -evaluate.log_likelihood(model, x, labels, k=k, seed=seed, verbose=verbose)
+    warnings.warn("kvae.latent.anomaly_scores is now kvae.anomaly.NLL(k, seed)(model, x, labels)",
+                  DeprecationWarning, stacklevel=2)
+    return anomaly.NLL(k, seed)(model, x, labels, verbose)
 
 
 def rank(scores, n):

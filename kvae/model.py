@@ -196,15 +196,17 @@ class VAE(keras.Model):
         return self.reconstruct(x, labels if self.conditional else None)
 
     # ---------------------------------------------------------- objective
-    def terms(self, x, labels=None, k=1, seed=(0, 0), training=False):
+    def terms(self, x, labels=None, k=1, seed=(0, 0), training=False, q_params=None):
         """The `objectives.Terms` of x [B, ...] at k draws z_i ~ q(z|x): log
         p(x|z_i), log p(z_i), log q(z_i|x) (each [k, B]) and KL(q || p) [B].
         The noise is this replica's rows of one global draw from the stateless
-        `seed` (kvae.replicas)."""
+        `seed` (kvae.replicas). `q_params` [B, num_params], if given, replaces
+        the encoder's output (kvae.anomaly's likelihood regret optimises them)."""
         batch_size = tf.shape(x)[0]
         eps = tf.transpose(replicas.noise(seed, batch_size, [k, self.latent_dim]), [1, 0, 2])  # [k, B, d]
         prior = self.prior.distribution(self)  # once: the VampPrior encodes its pseudo-inputs here
-        q_params = self.encode_params(x, labels, training=training)
+        if q_params is None:
+            q_params = self.encode_params(x, labels, training=training)
         q = self.posterior.distribution(q_params)
         z = self.posterior.sample(q_params, eps, seed)
         rep_labels = None if labels is None else tf.tile(tf.reshape(labels, [-1]), [tf.shape(z)[0]])

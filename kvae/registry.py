@@ -1,5 +1,5 @@
 """One way to look a part up by name: likelihoods, posteriors, priors,
-networks and objectives.
+networks, objectives and anomaly scores.
 
 Each part module registers its names here (`register`), and everything that
 turns a user's spec into a part (the VAE, the CLI, recipes) calls `get`. A spec
@@ -21,7 +21,7 @@ Example:
 
 import importlib
 
-__all__ = ["KINDS", "register", "get", "names"]
+__all__ = ["KINDS", "register", "get", "get_factory", "names"]
 
 #: kind -> (module that registers it, base class name in that module)
 KINDS = {
@@ -30,6 +30,7 @@ KINDS = {
     "prior": ("kvae.priors", "Prior"),
     "network": ("kvae.networks", None),
     "objective": ("kvae.objectives", "Objective"),
+    "score": ("kvae.anomaly", "Score"),
 }
 _TABLES = {kind: {} for kind in KINDS}
 
@@ -74,6 +75,21 @@ def names(kind):
     """
     _load(kind)
     return sorted(_TABLES[kind])
+
+
+def get_factory(kind, name):
+    """The factory registered under `name` for `kind` (to inspect its arguments).
+
+    Args:
+        kind: str, one of `KINDS`; name: str.
+
+    Returns:
+        The class or function `register` was given.
+    """
+    _load(kind)
+    if name not in _TABLES[kind]:
+        raise ValueError(f"Unknown {kind} {name!r}. Choose one of: {', '.join(names(kind))}.")
+    return _TABLES[kind][name]
 
 
 def get(kind, spec, **context):

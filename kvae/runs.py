@@ -30,7 +30,7 @@ from kvae import files
 from kvae.config import RunError, TrainConfig, RESUMABLE, flag
 from kvae.rundir import CONFIG_FILE, STATE_FILE, is_run, load_config, load_model, read_state  # noqa: F401 - is_run: kvae.runs.is_run of kvae 0.1
 
-__all__ = ["prepare_data", "build_model", "train", "resume", "resume_config", "evaluate"]
+__all__ = ["prepare_data", "prepare_inputs", "build_model", "train", "resume", "resume_config", "evaluate"]
 #: settings that may change when a run is resumed (everything else is the run)
 # ------------------------------------------------------------------ data
 def prepare_data(cfg):
@@ -66,10 +66,32 @@ def prepare_data(cfg):
     return ds
 
 
+def prepare_inputs(cfg, source, input_shape):
+    """Inputs from outside the run (`kvae.data.read_inputs`), checked and
+    binarised as the run's test split is, to score with the run's model.
+
+    Args:
+        cfg: kvae.config.TrainConfig of the run; source: what `read_inputs` reads;
+        input_shape: the model's input shape.
+
+    Returns:
+        (x float32 [N, *input_shape], labels or None, description).
+    """
+    from kvae import distributions
+
+    x, y, where = kdata.read_inputs(source, data_dir=cfg.data_dir)
+    likelihood = distributions.get_likelihood(cfg.likelihood)
+    unit = (f"the {likelihood.name} likelihood" if likelihood.unit_interval
+            else f"--binarize {cfg.binarization}" if cfg.binarization != "none" else None)
+    kdata.check(x, None, input_shape=tuple(input_shape), unit_interval=unit, where=where)
+    mode = "static" if cfg.binarization == "dynamic" else cfg.binarization
+    return kdata.binarize(x, mode, cfg.seed + 2), y, where
+
+
 def _pipelines(cfg, ds, model, epoch):
     labels = (lambda split: split[1] if model.conditional else None)
     train = kdata.pipeline(ds.train[0], labels(ds.train), cfg.batch_size, shuffle=True, seed=cfg.seed,
-                           dynamic_binarize=cfg.binarization == "dynamic", epoch=epoch)
+                           dynamic_binarize=cfg.binarization == "dynamic", epoch=epoch, perturb=cfg.perturb)
     val = kdata.pipeline(ds.validation[0], labels(ds.validation), cfg.batch_size, shuffle=False)
     return train, val
 
