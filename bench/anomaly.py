@@ -16,7 +16,11 @@ prepares test inputs. Pairs (in-distribution: Fashion-MNIST test images):
 
 and one-class-out: a model (and background) per class, trained on the other
 nine classes; the held-out class is the anomaly. Typicality's entropy and
-calibration use the validation split (never the test images).
+calibration use the validation split (never the test images). complexity
+is -log p(x) (k=100) minus the context coder's length (the default for binary
+inputs), complexity(png) the same with PNG lengths, complexity(elbo) the
+elbo score minus the context coder's length (what `kvae export --scorer`
+runs on a device).
 
     python bench/anomaly.py [--epochs 10] [--ooc-epochs 5] [--n 1000] [--out bench/RESULTS.md]
 """
@@ -36,6 +40,7 @@ SCORES = {  # column: (registry name, options)
     "nll": ("nll", {"k": 100}),
     "elbo": ("elbo", {}),
     "complexity": ("complexity", {"k": 100}),
+    "complexity(png)": ("complexity", {"k": 100, "compressor": "png"}),
     "complexity(elbo)": ("complexity", {"base": "elbo"}),
     "likelihood_ratio": ("likelihood_ratio", {"k": 100}),
     "likelihood_regret": ("likelihood_regret", {"steps": 50}),

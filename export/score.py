@@ -11,8 +11,14 @@ Inputs are .npy files holding one image [H, W, C] or a batch [N, H, W, C] (or
 are kept as they are). They are prepared as the run's validation images were
 when the threshold was set: for a Bernoulli-type likelihood, binarised by one
 seeded Bernoulli draw ('static', --seed) or by x > 0.5 ('threshold'), as
-metadata.json says. The score is -ELBO at the posterior mode in nats: higher
-is more anomalous.
+metadata.json says. Scores, in nats, higher is more anomalous:
+
+    elbo        -ELBO at the posterior mode (the exported graph)
+    complexity  elbo - ln 2 x the input's length under an adaptive context
+                coder (binary inputs; kvae.anomaly.compressed_bits 'context',
+                computed here with numpy): corrects the likelihood's
+                preference for simple inputs (bench/RESULTS.md). The default
+                where the export has its threshold.
 """
 
 import argparse
@@ -88,10 +94,37 @@ def load_images(path, shape):
     return x
 
 
+#: kvae.anomaly.CONTEXT_TEMPLATE: JBIG's three-line template of causal neighbours
+CONTEXT_TEMPLATE = ((-2, -1), (-2, 0), (-2, 1), (-1, -2), (-1, -1), (-1, 0), (-1, 1), (-1, 2), (0, -2), (0, -1))
+
+
+def context_bits(x):
+    """Bits of binary images [N, H, W, 1] under kvae's adaptive context coder
+    (kvae.anomaly._context_bits: Krichevsky-Trofimov estimates per context,
+    counted within each image), in numpy alone."""
+    n, h, w = x.shape[:3]
+    pad = np.zeros((n, h + 2, w + 4), np.int64)
+    pad[:, 2:, 2:-2] = x[..., 0]
+    ones = np.zeros((n, 2 ** len(CONTEXT_TEMPLATE)))
+    seen = np.zeros_like(ones)
+    rows, bits = np.arange(n), np.zeros(n)
+    for r in range(h):
+        for c in range(w):
+            ctx = np.zeros(n, np.int64)
+            for k, (dy, dx) in enumerate(CONTEXT_TEMPLATE):
+                ctx |= pad[:, 2 + r + dy, 2 + c + dx] << k
+            p1 = (ones[rows, ctx] + 0.5) / (seen[rows, ctx] + 1.0)
+            v = pad[:, 2 + r, 2 + c]
+            bits -= np.log2(np.where(v == 1, p1, 1.0 - p1))
+            ones[rows, ctx] += v
+            seen[rows, ctx] += 1
+    return bits
+
+
 def prepare(x, metadata, seed):
     """Binarise as the run did for its validation images."""
-    threshold = (metadata.get("scorer") or {}).get("threshold") or {}
-    mode = threshold.get("binarize", "static" if metadata.get("likelihood") in ("bernoulli",) else "none")
+    thresholds = (metadata.get("scorer") or {}).get("thresholds") or {}
+    mode = thresholds.get("binarize", "static" if metadata.get("likelihood") in ("bernoulli",) else "none")
     if mode == "static":
         return (np.random.default_rng(seed).uniform(size=x.shape) < x).astype(np.float32)
     if mode == "threshold":
@@ -105,6 +138,8 @@ def main(argv=None):
     p.add_argument("images", nargs="+", help=".npy files")
     p.add_argument("--metadata", help="the export's metadata.json (default: found beside the scorer's folder)")
     p.add_argument("--seed", type=int, default=0, help="of the binarisation draw")
+    p.add_argument("--score", choices=["elbo", "complexity"], default=None,
+                   help="default: complexity where the export has its threshold, else elbo")
     p.add_argument("--json", help="also write the scores here")
     args = p.parse_args(argv)
     meta_path = Path(args.metadata) if args.metadata else Path(args.scorer).resolve().parent.parent / "metadata.json"
@@ -115,26 +150,33 @@ def main(argv=None):
         fail(f"{meta_path} has no scorer: export with kvae export --scorer")
     scorer = Scorer(args.scorer)
     shape = tuple(metadata["input_shape"])
-    threshold = (metadata["scorer"].get("threshold") or {}).get("value")
+    thresholds = metadata["scorer"].get("thresholds") or {}
+    name = args.score or ("complexity" if "complexity" in thresholds else "elbo")
+    t = thresholds.get(name)
     rows = []
     for path in args.images:
         x = prepare(load_images(path, shape), metadata, args.seed)
         out = scorer.score(x)
+        out["elbo"] = out.pop("score")
+        if name == "complexity":
+            if not np.isin(x, (0, 1)).all():
+                fail("the complexity score needs binary inputs: use --score elbo")
+            out["complexity"] = out["elbo"] - context_bits(x) * np.log(2.0)
         for i in range(len(x)):
-            row = {"file": path, "index": i, **{k: float(v[i]) for k, v in out.items()}}
-            if threshold is not None:
-                row["anomalous"] = bool(row["score"] > threshold)
+            row = {"file": path, "index": i, "score": float(out[name][i]), **{k: float(v[i]) for k, v in out.items()}}
+            if t is not None:
+                row["anomalous"] = bool(row["score"] > t["value"])
             rows.append(row)
-    print(f"{'file':30s} {'index':>5s} {'score':>10s} {'recon':>10s} {'kl':>8s}  verdict")
+    print(f"{'file':30s} {'index':>5s} {name:>10s} {'elbo':>10s} {'recon':>10s} {'kl':>8s}  verdict")
     for r in rows:
-        verdict = "-" if threshold is None else ("ANOMALOUS" if r["anomalous"] else "ok")
-        print(f"{Path(r['file']).name[:30]:30s} {r['index']:5d} {r['score']:10.3f} {r['reconstruction']:10.3f} "
-              f"{r['kl']:8.3f}  {verdict}")
-    if threshold is not None:
-        t = metadata["scorer"]["threshold"]
-        print(f"threshold {threshold:.3f} nats (false-positive rate {t['fpr']:g} on {t['heldin_n']} held-in images)")
+        verdict = "-" if t is None else ("ANOMALOUS" if r["anomalous"] else "ok")
+        print(f"{Path(r['file']).name[:30]:30s} {r['index']:5d} {r['score']:10.3f} {r['elbo']:10.3f} "
+              f"{r['reconstruction']:10.3f} {r['kl']:8.3f}  {verdict}")
+    if t is not None:
+        print(f"{name} threshold {t['value']:.3f} nats (false-positive rate {t['fpr']:g} on {t['heldin_n']} "
+              "held-in images)")
     if args.json:
-        Path(args.json).write_text(json.dumps({"threshold": threshold, "rows": rows}, indent=2))
+        Path(args.json).write_text(json.dumps({"score": name, "threshold": t and t["value"], "rows": rows}, indent=2))
     return 0
 
 

@@ -10,7 +10,7 @@ more anomalous, correct for that in different ways:
     name               score                                  needs                     cost per input
     nll                -log p(x), importance sampled (k)      -                         k decoder passes
     elbo               -(log p(x | z = mode) - KL(q || p))    -                         1 encoder + 1 decoder pass
-    complexity         -log p(x) - L(x) (Serra et al. 2020)   -                         nll + one PNG encode
+    complexity         -log p(x) - L(x) (Serra et al. 2020)   -                         nll + one compression
     likelihood_ratio   -log p(x) + log p_bg(x) (Ren et al.    a background model        2 x nll
                        2019)                                  (`kvae train --perturb`)
     likelihood_regret  ELBO(x; q fitted to x alone) -         -                         `steps` backward passes
@@ -20,12 +20,13 @@ more anomalous, correct for that in different ways:
                        2019b), H the mean on held-in data
 
 What each assumes:
-- complexity: L(x) is the length of x under a generic lossless compressor
-  (PNG, or zlib), in nats, subtracted from -log p(x) in the same units. It
-  assumes the compressor measures how simple x is as well as the model does
-  for in-distribution inputs, so what is left is how much WORSE the model
-  codes x than a compressor that knows nothing of the data. Binary inputs are
-  compressed as 1-bit images, others as 8-bit.
+- complexity: L(x) is the length of x under a lossless compressor that knows
+  nothing of the data (an adaptive context model for binary images, PNG for
+  others; `compressed_bits`), in nats, subtracted from -log p(x). What is
+  left is how much WORSE the model codes x than a compressor that knows
+  nothing of the data: small for the data the model learnt, large for
+  anything else, however simple. It assumes the compressor sees the same
+  simplicity (flat backgrounds, smooth strokes) the model rewards.
 - likelihood_ratio: the background model, trained on inputs with a share of
   pixels replaced by noise, learns the population's low-level statistics
   (background, stroke density) but not its semantics; the ratio cancels the
@@ -71,10 +72,10 @@ from kvae.extras import require
 tfd = tfp.distributions
 
 __all__ = ["Score", "NLL", "NegativeELBO", "Complexity", "LikelihoodRatio", "LikelihoodRegret", "Typicality",
-           "COMPRESSORS", "get", "names", "parameters", "compressed_bits", "Threshold", "calibrate", "auroc", "fpr_at_tpr"]
+           "COMPRESSORS", "CONTEXT_TEMPLATE", "get", "names", "parameters", "compressed_bits", "Threshold", "calibrate", "auroc", "fpr_at_tpr"]
 
 #: compressors of `compressed_bits`
-COMPRESSORS = ("png", "zlib")
+COMPRESSORS = ("auto", "context", "png", "zlib")
 
 
 def _batches(x, labels, batch_size):
@@ -197,18 +198,57 @@ class NegativeELBO(Score):
 
 
 # ------------------------------------------------------------- complexity
-def compressed_bits(x, compressor="png"):
-    """The length in bits of each input under a lossless compressor: the
-    input complexity L(x) of Serra et al. (2020).
+#: the causal neighbours (row, column offsets) whose values form a pixel's
+#: context in the "context" coder: JBIG's three-line template (ITU T.82)
+CONTEXT_TEMPLATE = ((-2, -1), (-2, 0), (-2, 1), (-1, -2), (-1, -1), (-1, 0), (-1, 1), (-1, 2), (0, -2), (0, -1))
 
-    Inputs whose values are all 0 or 1 are coded as 1-bit images (as a
+
+def _context_bits(x):
+    """Code length of binary images [N, H, W] under an adaptive context model:
+    each pixel, in raster order, is coded with p(1 | context) = (n1 + 1/2) /
+    (n + 1) (the Krichevsky-Trofimov estimator), the counts n1, n of its
+    context (the 10 neighbours of CONTEXT_TEMPLATE, zeros outside the image)
+    so far IN THIS IMAGE. An arithmetic coder attains it within 2 bits (as
+    JBIG's does); nothing is learnt from other images."""
+    n, h, w = x.shape
+    pad = np.zeros((n, h + 2, w + 4), np.int64)
+    pad[:, 2:, 2:-2] = x
+    ones = np.zeros((n, 2 ** len(CONTEXT_TEMPLATE)))
+    seen = np.zeros_like(ones)
+    rows, bits = np.arange(n), np.zeros(n)
+    for r in range(h):
+        for c in range(w):
+            ctx = np.zeros(n, np.int64)
+            for k, (dy, dx) in enumerate(CONTEXT_TEMPLATE):
+                ctx |= pad[:, 2 + r + dy, 2 + c + dx] << k
+            p1 = (ones[rows, ctx] + 0.5) / (seen[rows, ctx] + 1.0)
+            v = pad[:, 2 + r, 2 + c]
+            bits -= np.log2(np.where(v == 1, p1, 1.0 - p1))
+            ones[rows, ctx] += v
+            seen[rows, ctx] += 1
+    return bits
+
+
+def compressed_bits(x, compressor="auto"):
+    """The length in bits of each input under a lossless compressor that
+    knows nothing of the data: the input complexity L(x) of Serra et al. (2020).
+
+    Inputs whose values are all 0 or 1 are coded as binary images (as a
     Bernoulli likelihood codes them); others are quantised to 8 bits (256
-    levels over [0, 1]). 'png' is Pillow's PNG encoder at its highest
-    compression (the filters that make PNG better than plain deflate on
-    images); 'zlib' is deflate of the packed pixels, needing only the Python
-    standard library (as a device may). Both include a few dozen bytes of
-    header: the same for every input of one shape, so they shift all scores
-    alike and change no ranking.
+    levels over [0, 1]). Compressors:
+
+    - 'context': an adaptive context model of binary images (JBIG's
+      template; `CONTEXT_TEMPLATE`), as an arithmetic coder would code them
+      (within 2 bits). It measures the complexity of binary images far better
+      than PNG (bench/RESULTS.md: AUROC 0.99 against 0.82 for digits against
+      Fashion-MNIST). Binary inputs only.
+    - 'png': Pillow's PNG encoder at its highest compression (the filters that
+      make PNG better than plain deflate on grey images).
+    - 'zlib': deflate of the packed pixels, with the Python standard library only.
+    - 'auto' (default): 'context' for binary inputs, 'png' otherwise.
+
+    PNG and zlib lengths include a few dozen bytes of header, the same for
+    every input of one shape: they shift all scores alike and change no ranking.
 
     Args:
         x: array [N, H, W, C] (C = 1 or 3) or [N, D] with values in [0, 1].
@@ -230,10 +270,17 @@ def compressed_bits(x, compressor="png"):
     if x.ndim != 4 or x.shape[-1] not in (1, 3):
         raise ValueError(f"compressed_bits needs images [N, H, W, 1 or 3] or vectors [N, D], got shape {x.shape}.")
     binary = bool(np.isin(x, (0, 1)).all())
+    if compressor == "auto":
+        compressor = "context" if binary else "png"
+    if compressor == "context":
+        if not binary:
+            raise ValueError("The context compressor codes binary images (values 0 and 1); use png for others.")
+        return _context_bits(x.transpose(0, 3, 1, 2).reshape(-1, x.shape[1], x.shape[2]).astype(np.int64)
+                             ).reshape(len(x), x.shape[-1]).sum(axis=1)
     pixels = x.astype(np.uint8) if binary else np.clip(np.round(x * 255.0), 0, 255).astype(np.uint8)
     if compressor == "png":
         image_module = require("PIL.Image", "data", "The PNG compressor")
-        mode = "1" if binary and x.shape[-1] == 1 else ("L" if x.shape[-1] == 1 else "RGB")
+        mode = "1" if binary and x.shape[-1] == 1 else None
     out = np.empty(len(x), np.float64)
     for i, img in enumerate(pixels):
         if compressor == "zlib":
@@ -265,7 +312,7 @@ class Complexity(Score):
 
     name = "complexity"
 
-    def __init__(self, base="nll", compressor="png", k=100, seed=0):
+    def __init__(self, base="nll", compressor="auto", k=100, seed=0):
         if base not in ("nll", "elbo"):
             raise ValueError(f"The complexity score's base must be 'nll' or 'elbo', got {base!r}.")
         if compressor not in COMPRESSORS:
@@ -449,7 +496,7 @@ def get(spec, **options):
 
     Example:
         >>> get("complexity", k=10)
-        Complexity(base='nll', compressor='png', k=10, seed=0)
+        Complexity(base='nll', compressor='auto', k=10, seed=0)
     """
     options = {k: v for k, v in options.items() if v is not None}
     if options and not isinstance(spec, str):

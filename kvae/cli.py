@@ -290,7 +290,9 @@ def cmd_export(args):
 
 
 def _scorer_threshold(args):
-    """The exported scorer's threshold at --fpr on the run's validation split (None without --fpr)."""
+    """Thresholds for the exported scorer at --fpr on the run's validation split: for
+    'elbo' and, for binary inputs, 'complexity' (elbo minus the context coder's length,
+    which export/score.py computes on the device). None without --fpr."""
     from kvae import anomaly, rundir, runs
 
     if args.fpr is None:
@@ -301,11 +303,17 @@ def _scorer_threshold(args):
         raise ValueError(f"--fpr calibrates on a run's validation split; {args.source} is not a run directory")
     cfg, model = rundir.load_config(args.source), rundir.load_model(args.source)
     x, y = runs.prepare_data(cfg).validation
-    t = anomaly.calibrate(anomaly.NegativeELBO()(model, x, y if model.conditional else None), args.fpr)
-    print(f"scorer threshold {t.value:.3f} nats: fpr {t.heldin_fpr:.4f} on {t.n} validation images")
-    binarize = "static" if cfg.binarization == "dynamic" else cfg.binarization
-    return {"value": t.value, "fpr": t.fpr, "heldin_fpr": t.heldin_fpr, "heldin_n": t.n,
-            "calibrated_on": "the run's validation split", "binarize": binarize}
+    elbo = anomaly.NegativeELBO()(model, x, y if model.conditional else None)
+    scores = {"elbo": elbo}
+    if np.isin(x, (0, 1)).all():
+        scores["complexity"] = elbo - anomaly.compressed_bits(x, "context") * np.log(2.0)
+    out = {"binarize": "static" if cfg.binarization == "dynamic" else cfg.binarization}
+    for name, values in scores.items():
+        t = anomaly.calibrate(values, args.fpr)
+        print(f"{name} threshold {t.value:.3f} nats: fpr {t.heldin_fpr:.4f} on {t.n} validation images")
+        out[name] = {"value": t.value, "fpr": t.fpr, "heldin_fpr": t.heldin_fpr, "heldin_n": t.n,
+                     "calibrated_on": "the run's validation split"}
+    return out
 
 
 def _run_model_and_test(run_dir, n=None):

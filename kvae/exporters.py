@@ -518,8 +518,9 @@ def export(source, out_dir, formats=FORMATS, force=False, model_name="kvae", ver
         scorer: also export the anomaly scorer (`scorer_outputs`: x -> -ELBO at the
         posterior mode) to the TFLite (float32, float16) and ONNX formats asked
         for, checked against `kvae.anomaly.NegativeELBO` on the model's own
-        samples and on noise; scorer_threshold: dict (value, fpr, ...) stored in
-        metadata.json for the device runner (export/score.py), or None.
+        samples and on noise; scorer_threshold: dict {'binarize': mode, score
+        name: {value, fpr, ...}} stored in metadata.json for the device runner
+        (export/score.py), or None.
 
     Returns:
         dict: rows (one per artifact: errors, tolerance, size, latency), metadata.
@@ -550,8 +551,9 @@ def export(source, out_dir, formats=FORMATS, force=False, model_name="kvae", ver
         metadata["scorer"] = {"score": "elbo", "inputs": {"x": [None, *model.data_shape]},
                               "outputs": ["score", "reconstruction", "kl"],
                               "formula": "score = KL(q(z|x) || p(z)) - log p(x | z = mode of q(z|x)), nats; "
-                                         "higher is more anomalous",
-                              "threshold": scorer_threshold}
+                                         "higher is more anomalous; 'complexity' = score - ln 2 x the context "
+                                         "coder's bits (kvae.anomaly.compressed_bits, in export/score.py)",
+                              "thresholds": scorer_threshold}
     likelihood = model.likelihood.name
     tflite_variants = tuple(default_tflite_variants(likelihood) if tflite_variants is None else tflite_variants)
     refused = [f"{v}: {UNSUPPORTED[likelihood, v]}" for v in tflite_variants if (likelihood, v) in UNSUPPORTED]

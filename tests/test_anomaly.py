@@ -143,14 +143,35 @@ def test_auroc_and_fpr_match_sklearn():
 def test_compressed_bits():
     rng = np.random.default_rng(0)
     binary = (rng.uniform(size=(3, 28, 28, 1)) < 0.3).astype("float32")
-    assert anomaly.compressed_bits(binary, "zlib")[0] == 8 * len(zlib.compress(np.packbits(binary[0].astype("uint8")).tobytes(), 9))
-    png = anomaly.compressed_bits(np.concatenate([np.zeros((1, 28, 28, 1)), binary]))
+    packed = np.packbits(binary[0].astype("uint8")).tobytes()
+    assert anomaly.compressed_bits(binary, "zlib")[0] == 8 * len(zlib.compress(packed, 9))
+    png = anomaly.compressed_bits(np.concatenate([np.zeros((1, 28, 28, 1)), binary]), "png")
     assert png[0] < 0.4 * png[1:].min()  # a constant image is short (552 bits, most of it header), noise long
     grey = rng.uniform(size=(2, 28, 28, 1))
-    assert anomaly.compressed_bits(grey).min() > 2 * png[1:].max()  # 8 bits per pixel, not 1
+    assert anomaly.compressed_bits(grey).min() > 2 * png[1:].max()  # 'auto' is png here: 8 bits per pixel, not 1
     assert anomaly.compressed_bits(rng.uniform(size=(2, 10)), "zlib").shape == (2,)
+    with pytest.raises(ValueError, match="codes binary images"):
+        anomaly.compressed_bits(grey, "context")
     with pytest.raises(ValueError, match="Unknown compressor 'gzip'"):
         anomaly.compressed_bits(binary, "gzip")
+
+
+def test_context_coder_lengths_are_ideal_code_lengths():
+    # iid Bernoulli(0.3) pixels: every context's estimate converges to 0.3, so the code length
+    # approaches the entropy (784 x 0.881 = 691 bits) plus the KT estimator's learning cost
+    # (~ 1/2 log2 n per context used: 1024 contexts, ~30 bits each at most)
+    rng = np.random.default_rng(0)
+    noise = (rng.uniform(size=(50, 28, 28, 1)) < 0.3).astype("float32")
+    bits = anomaly.compressed_bits(noise, "context")
+    assert 691 < bits.mean() < 691 + 450
+    # a constant image costs only the learning of one context: sum_i log2((i + 1) / (i + 1/2)) ~ 1/2 log2(784) + 1
+    black = anomaly.compressed_bits(np.zeros((1, 28, 28, 1)), "context")[0]
+    expected = sum(math.log2((i + 1.0) / (i + 0.5)) for i in range(784))
+    assert black == pytest.approx(expected, rel=1e-9)
+    # a vertical-stripe image is predictable from the row above: far shorter than noise of the same density
+    stripes = np.zeros((1, 28, 28, 1), "float32")
+    stripes[..., ::3, :] = 1
+    assert anomaly.compressed_bits(stripes, "context")[0] < 0.2 * bits.mean()
 
 
 def test_scores_refuse_bad_arguments():
@@ -240,24 +261,29 @@ def test_exported_scorer_matches_keras_and_runs_without_tensorflow(run, tmp_path
     for name in ("scorer_tflite_float32", "scorer_tflite_float16", "scorer_onnx"):
         assert rows[name]["errors"]["score"]["max_abs"] <= rows[name]["tolerance"] * rows[name]["errors"]["score"]["range"]
     meta = json.loads((out / "metadata.json").read_text())
-    threshold = meta["scorer"]["threshold"]
-    assert threshold["fpr"] == 0.1 and threshold["binarize"] == "static"
+    thresholds = meta["scorer"]["thresholds"]
+    assert thresholds["binarize"] == "static" and thresholds["elbo"]["fpr"] == thresholds["complexity"]["fpr"] == 0.1
     # the device runner: no TensorFlow, no kvae; its scores are the Keras scores
     model = kvae.load_model(run / "best.keras")
     x, _ = data.load("digits").test
     np.save(tmp_path / "img.npy", x[:12, :, :, 0])  # grey images in [0, 1], without their channel axis
+    prepared = data.binarize(x[:12], "static", 0)  # as the runner prepares them (--seed 0)
+    elbo = anomaly.NegativeELBO()(model, prepared)
+    keras_scores = {"elbo": elbo, "complexity": anomaly.Complexity(base="elbo")(model, prepared)}
     code = "import sys; sys.modules['tensorflow'] = sys.modules['kvae'] = None; sys.path.insert(0, sys.argv[1]); " \
            "import score; sys.exit(score.main(sys.argv[2:]))"
-    for artifact in ("tflite/scorer_float32.tflite", "onnx/scorer.onnx"):
+    for artifact, name in [("tflite/scorer_float32.tflite", "complexity"), ("onnx/scorer.onnx", "elbo")]:
         done = subprocess.run([sys.executable, "-c", code, str(ROOT / "export"), str(out / artifact),
-                               str(tmp_path / "img.npy"), "--json", str(tmp_path / "s.json")],
+                               str(tmp_path / "img.npy"), "--score", name, "--json", str(tmp_path / "s.json")],
                               capture_output=True, text=True)
         assert done.returncode == 0, done.stderr
-        rows = json.loads((tmp_path / "s.json").read_text())["rows"]
-        prepared = data.binarize(x[:12], "static", 0)  # as the runner prepares them (--seed 0)
-        keras_scores = anomaly.NegativeELBO()(model, prepared)
-        np.testing.assert_allclose([r["score"] for r in rows], keras_scores, rtol=1e-4, atol=1e-3)
-        assert [r["anomalous"] for r in rows] == (keras_scores > threshold["value"]).tolist()
+        result = json.loads((tmp_path / "s.json").read_text())
+        assert result["score"] == name and result["threshold"] == thresholds[name]["value"]
+        got = np.array([r["score"] for r in result["rows"]])
+        np.testing.assert_allclose(got, keras_scores[name], rtol=1e-4, atol=1e-3)
+        clear = np.abs(keras_scores[name] - thresholds[name]["value"]) > 1e-2  # not on the threshold itself
+        verdicts = np.array([r["anomalous"] for r in result["rows"]])
+        assert (verdicts == (keras_scores[name] > thresholds[name]["value"]))[clear].all()
 
 
 def test_scorer_export_refuses_what_it_cannot_run(tmp_path):

@@ -22,6 +22,7 @@ BLOCKS = {
     "Quickstart": ["python", "python"],
     "Mixed precision": ["python"],
     "Distributed training": ["python", "python", "bash"],
+    "Anomaly detection": ["bash"],
     "Speed": ["python"],
     "Export to servers and devices": ["bash"],
     "Command line": ["bash"],
@@ -133,3 +134,15 @@ def test_command_line_block_runs(tmp_path):
     for png in ["samples", "recon", "interp", "traverse", "map", "anomalies", "denoise", "inpaint"]:
         assert (tmp_path / f"{png}.png").stat().st_size > 1000, png
     assert (tmp_path / "deploy" / "report.json").exists()
+
+
+@pytest.mark.slow
+def test_anomaly_block_runs(tmp_path):
+    (tmp_path / "export").symlink_to(ROOT / "export")  # the block runs from the repository root
+    (_, code), = _blocks()["Anomaly detection"]
+    _bash(code, tmp_path, timeout=1200)
+    regret = json.loads((tmp_path / "regret.json").read_text())
+    assert regret["score"] == "likelihood_regret" and regret["threshold"]["fpr"] == 0.05
+    assert json.loads((tmp_path / "ratio.json").read_text())["score"] == "likelihood_ratio"
+    assert len(json.loads((tmp_path / "new.json").read_text())["scores"]) == 10
+    assert json.loads((tmp_path / "scorer" / "metadata.json").read_text())["scorer"]["threshold"]["fpr"] == 0.05
