@@ -540,7 +540,7 @@ def names():
 class Threshold:
     """A score threshold: inputs scoring ABOVE `value` are flagged anomalous.
 
-    Attributes:
+    Args:
         value: float; fpr: the false-positive rate asked for; heldin_fpr: the
         share of the held-in scores above `value` (<= fpr); n: held-in scores used.
     """

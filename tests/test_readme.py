@@ -141,8 +141,8 @@ def test_anomaly_block_runs(tmp_path):
     (tmp_path / "export").symlink_to(ROOT / "export")  # the block runs from the repository root
     (_, code), = _blocks()["Anomaly detection"]
     _bash(code, tmp_path, timeout=1200)
-    regret = json.loads((tmp_path / "regret.json").read_text())
-    assert regret["score"] == "likelihood_regret" and regret["threshold"]["fpr"] == 0.05
     assert json.loads((tmp_path / "ratio.json").read_text())["score"] == "likelihood_ratio"
-    assert len(json.loads((tmp_path / "new.json").read_text())["scores"]) == 10
-    assert json.loads((tmp_path / "scorer" / "metadata.json").read_text())["scorer"]["threshold"]["fpr"] == 0.05
+    new = json.loads((tmp_path / "new.json").read_text())
+    assert new["score"] == "complexity" and len(new["scores"]) == 10 and new["threshold"]["fpr"] == 0.05
+    thresholds = json.loads((tmp_path / "scorer" / "metadata.json").read_text())["scorer"]["thresholds"]
+    assert thresholds["complexity"]["fpr"] == 0.05
