@@ -142,7 +142,7 @@ def _parser():
     la = add("anomalies", help="anomaly scores of test images (or --data): the most and least anomalous, "
                                "and a threshold calibrated on the validation split (--fpr)")
     la.add_argument("run_dir")
-    la.add_argument("--score", default="nll", help="nll (default), elbo, complexity, likelihood_ratio, "
+    la.add_argument("--score", default="complexity", help="complexity (default), nll, elbo, likelihood_ratio, "
                     "likelihood_regret or typicality: what each assumes and costs is in kvae.anomaly")
     la.add_argument("--k", type=_int, default=None,
                     help="importance samples of nll, complexity, likelihood_ratio, typicality (default 100)")

@@ -115,7 +115,7 @@ def test_cli_latent_tools_write_their_pictures(tmp_path, capsys):
         with Image.open(out) as im:
             assert im.size[0] > 300
     scores = json.loads((tmp_path / "anomalies.json").read_text())
-    assert len(scores["scores"]) == 359 and scores["options"]["k"] == 10
+    assert len(scores["scores"]) == 359 and scores["options"]["k"] == 10 and scores["score"] == "complexity"
     capsys.readouterr()
     assert cli.main(["traverse", str(run), "--dims", "7"]) == cli.EXIT_BAD_INPUT
     assert "out of range" in capsys.readouterr().err
