@@ -54,6 +54,9 @@ def _parser():
     t.add_argument("--data-dir", help="look here first for datasets (also $KVAE_DATA_DIR)")
     t.add_argument("--download", action="store_true", default=None,
                    help="allow downloading when not found offline")
+    t.add_argument("--stream", action="store_true", default=None,
+                   help="read the training split from disk a batch at a time (data larger than memory; "
+                        "always so for a .npy file and a folder written by `kvae data prepare`)")
     t.add_argument("--out", help="run directory to create")
     t.add_argument("--resume", metavar="RUN_DIR",
                    help="continue this run from its last finished epoch (only --epochs, --data-dir and "
@@ -90,6 +93,15 @@ def _parser():
     t.add_argument("--steps-per-execution", type=_int, help=f"(default {D.steps_per_execution})")
     t.add_argument("--seed", type=_int, help=f"(default {D.seed})")
     t.add_argument("--quiet", action="store_true", help="no progress bar")
+
+    d = add("data", help="data tools: `kvae data prepare SRC --out DIR` writes TFRecord shards")
+    d.add_argument("action", choices=["prepare"])
+    d.add_argument("source", help="a .npy or uncompressed .npz file, or a folder of images")
+    d.add_argument("--out", required=True, help="folder to create (must not exist)")
+    d.add_argument("--seed", type=_int, default=0, help="seeds the validation and test splits, as `kvae train "
+                   "--seed` would (default 0)")
+    d.add_argument("--shard-mb", type=_int, default=64, help="megabytes per shard (default 64)")
+    d.add_argument("--quiet", action="store_true", help="no progress bar")
 
     e = add("evaluate", help="test-set metrics of a run")
     e.add_argument("run_dir")
@@ -207,6 +219,20 @@ def cmd_train(args):
                   ("reconstructions", str(images[-1]).replace("samples_", "reconstructions_") if images else "-"),
                   ("curves", run_dir / "curves.png"),
                   ("TensorBoard", f"tensorboard --logdir {run_dir / 'tensorboard'}")]))
+    return 0
+
+
+def cmd_data(args):
+    from kvae import sources
+
+    if args.shard_mb < 1:
+        raise ValueError(f"--shard-mb must be >= 1, got {args.shard_mb}")
+    m = sources.prepare(args.source, args.out, seed=args.seed, shard_bytes=args.shard_mb << 20,
+                        verbose=0 if args.quiet else 1)
+    rows = [(split, f"{info['examples']} examples in {len(info['shards'])} shards")
+            for split, info in m["splits"].items()]
+    print(_table(rows + [("shape", f"{tuple(m['shape'])} {m['dtype']}"), ("folder", args.out),
+                         ("train on it", f"kvae train --dataset {args.out} --out RUN")]))
     return 0
 
 
@@ -451,7 +477,7 @@ def cmd_denoise(args):
 COMMANDS = {"train": cmd_train, "export": cmd_export, "interpolate": cmd_interpolate, "traverse": cmd_traverse,
             "latent-map": cmd_latent_map, "anomalies": cmd_anomalies, "inpaint": cmd_inpaint,
             "denoise": cmd_denoise, "evaluate": cmd_evaluate, "sample": cmd_sample,
-            "reconstruct": cmd_reconstruct, "info": cmd_info}
+            "reconstruct": cmd_reconstruct, "info": cmd_info, "data": cmd_data}
 
 
 #: TensorFlow's C++ start-up lines: absl prints them before it reads any setting,

@@ -48,6 +48,8 @@ class TrainConfig:
 
     Args:
         dataset, data_dir, download: where the data comes from (`kvae.data.load`).
+        stream: read the training split from disk a batch at a time (`kvae.sources.load`);
+            always so for a `.npy` file and a folder written by `kvae data prepare`.
         binarize: None (dynamic for Bernoulli-type likelihoods) or a `kvae.data.BINARIZE` mode.
         perturb: share in [0, 1) of training pixels replaced by uniform noise, drawn anew every
             epoch: trains the background model of `kvae.anomaly.LikelihoodRatio`.
@@ -62,6 +64,7 @@ class TrainConfig:
     dataset: str = "fashion_mnist"
     data_dir: str = None
     download: bool = False
+    stream: bool = False  # read the training split from disk batch by batch (kvae.sources)
     binarize: str = None  # None: 'dynamic' for Bernoulli likelihoods, else 'none'
     perturb: float = 0.0  # share of training pixels replaced by noise (a likelihood-ratio background model)
     network: str = "mlp"
@@ -109,6 +112,9 @@ class TrainConfig:
             (self.learning_rate > 0, f"--lr must be > 0, got {self.learning_rate}"),
             (self.steps_per_execution >= 1, f"--steps-per-execution must be >= 1, got {self.steps_per_execution}"),
             (self.binarize in (None,) + kdata.BINARIZE, f"--binarize must be one of {', '.join(kdata.BINARIZE)}"),
+            (not (self.streamed and self.binarization == "static"),
+             "--binarize static draws once over the whole array in memory; with streamed data use "
+             "dynamic, threshold or none"),
             (self.mixed_precision in ("none", "mixed_float16", "mixed_bfloat16"),
              f"--mixed-precision must be none, mixed_float16 or mixed_bfloat16, got {self.mixed_precision}"),
             (self.strategy in ("none", "mirrored", "multiworker"),
@@ -139,6 +145,14 @@ class TrainConfig:
         except RunError as e:
             raise RunError(f"{where}: {e}") from None
         return cfg
+
+    @property
+    def streamed(self):
+        """Whether the training split is read from disk (`--stream`, a .npy, a prepared folder)."""
+        from pathlib import Path
+
+        path = Path(str(self.dataset)).expanduser()
+        return self.stream or path.suffix == ".npy" or (path / "kvae-data.json").is_file()
 
     @property
     def binarization(self):

@@ -73,7 +73,7 @@ class Dataset:
 
     @property
     def input_shape(self):
-        return tuple(self.train[0].shape[1:])
+        return tuple(self.validation[0].shape[1:])  # always in memory (train may stream)
 
     def summary(self):
         sizes = ", ".join(f"{k} {len(getattr(self, k)[0])}" for k in ("train", "validation", "test"))
@@ -687,14 +687,19 @@ def pipeline(x, y=None, batch_size=128, shuffle=True, seed=0, dynamic_binarize=F
     """A tf.data pipeline of batches of x (or (x, y)).
 
     Shuffles indices (not images) and gathers each batch from one in-memory
-    tensor; optionally draws a new Bernoulli(x) binarisation of every batch
-    ('dynamic' binarisation). tf.data runs on a private one-thread pool with
-    autotune off, which leaves the cores to the training step (bench/RESULTS.md).
+    tensor, or reads it from disk when x is a `kvae.sources.Subset` (pixels
+    stay in their stored dtype until the batch is formed); optionally draws a
+    new Bernoulli(x) binarisation of every batch ('dynamic' binarisation).
+    tf.data runs on a private one-thread pool with autotune off, which leaves
+    the cores to the training step (bench/RESULTS.md).
 
     With `epoch` (an int64 `tf.Variable` that `kvae.callbacks.SetEpoch` keeps
     at the current epoch) the order and the binarisation draws are a function
     of (seed, epoch) alone, so a run resumed at epoch k sees exactly the data
-    an uninterrupted run would. Without it, tf.data reshuffles every pass.
+    an uninterrupted run would. Without it, tf.data reshuffles every pass. A
+    Subset is read in the same order with the same draws as the same array in
+    memory. A `kvae.sources.TFRecordSource` (sequential) is shuffled by shard
+    order and a bounded buffer, both drawn from (seed, epoch).
 
     `perturb` > 0 replaces that share of the pixels of every batch, drawn
     anew each epoch, by noise: uniform in [0, 1] before a dynamic
@@ -702,8 +707,9 @@ def pipeline(x, y=None, batch_size=128, shuffle=True, seed=0, dynamic_binarize=F
     already binary, uniform otherwise (Ren et al. 2019's background model).
 
     Args:
-        x: float32 [N, ...]; y: int [N] or None; batch_size: int >= 1;
-        shuffle: bool; seed: int; dynamic_binarize: bool;
+        x: float32 [N, ...], a kvae.sources.Subset or a kvae.sources.TFRecordSource;
+        y: int [N] or None (a TFRecordSource brings its own labels: pass True to use them);
+        batch_size: int >= 1; shuffle: bool; seed: int; dynamic_binarize: bool;
         drop_remainder: bool; epoch: int64 tf.Variable or None;
         perturb: float in [0, 1), share of pixels replaced by noise.
 
@@ -716,18 +722,42 @@ def pipeline(x, y=None, batch_size=128, shuffle=True, seed=0, dynamic_binarize=F
         raise DataError(f"batch_size must be >= 1, got {batch_size}.")
     if not 0 <= perturb < 1:
         raise DataError(f"perturb must be in [0, 1), got {perturb}.")
-    binary_data = bool(perturb) and not dynamic_binarize and bool(np.isin(x, (0, 1)).all())
-    n = len(x)
-    images = tf.constant(x)
-    labels = None if y is None else tf.constant(np.asarray(y, "int32"))
     seed64 = tf.constant(seed, tf.int64)
-    ds = tf.data.Dataset.range(n)
-    if shuffle and epoch is not None:
-        ds = ds.map(lambda i: tf.random.experimental.index_shuffle(
-            i, tf.stack([seed64, tf.cast(epoch.read_value(), tf.int64)]), n - 1))
-    elif shuffle:
-        ds = ds.shuffle(n, seed=seed, reshuffle_each_iteration=True)
-    ds = ds.batch(batch_size, drop_remainder=drop_remainder)
+    if hasattr(x, "files") and hasattr(x, "manifest"):  # a prepared TFRecord split: sequential
+        divisor = float(x.manifest.get("divisor", 1.0))
+        binary_data = bool(perturb) and not dynamic_binarize and x.manifest.get("binary", False)
+        with_labels = y is not None and y is not False
+        ds = x.dataset(seed, epoch, shuffle).batch(batch_size, drop_remainder=drop_remainder)
+        channel = [1] if len(x.shape) == 2 else []
+
+        def fetch(xb, yb, idx):
+            xb = tf.reshape(tf.cast(xb, tf.float32), [-1, *x.shape, *channel])
+            return (xb / divisor if divisor != 1 else xb), yb, idx
+        n = x.n
+    else:
+        n = len(x)
+        labels = None if y is None else tf.constant(np.asarray(y, "int32"))
+        if hasattr(x, "read") and hasattr(x, "indices"):  # a kvae.sources.Subset, read from disk
+            shape = tuple(x.shape[1:])
+            sample = x.read(np.arange(min(n, 1000))) if perturb and not dynamic_binarize else None
+            binary_data = sample is not None and bool(np.isin(sample, (0, 1)).all())
+
+            def read(idx):
+                xb = tf.numpy_function(x.read, [idx], tf.float32, stateful=False)
+                return tf.ensure_shape(xb, (None, *shape))
+        else:
+            binary_data = bool(perturb) and not dynamic_binarize and bool(np.isin(x, (0, 1)).all())
+            images = tf.constant(x)
+            read = (lambda idx: tf.gather(images, idx))
+        with_labels = labels is not None
+        ds = tf.data.Dataset.range(n)
+        if shuffle and epoch is not None:
+            ds = ds.map(lambda i: tf.random.experimental.index_shuffle(
+                i, tf.stack([seed64, tf.cast(epoch.read_value(), tf.int64)]), n - 1))
+        elif shuffle:
+            ds = ds.shuffle(n, seed=seed, reshuffle_each_iteration=True)
+        ds = ds.batch(batch_size, drop_remainder=drop_remainder)
+        fetch = (lambda idx: (read(idx), tf.gather(labels, idx) if with_labels else None, idx))
 
     def draw(xb, idx, salt):  # uniform noise keyed by (seed, epoch, salt, first index of the batch)
         if epoch is None:
@@ -735,17 +765,17 @@ def pipeline(x, y=None, batch_size=128, shuffle=True, seed=0, dynamic_binarize=F
         key = tf.stack([seed64 * 1_000_003 + tf.cast(epoch.read_value(), tf.int64) + salt * 7_919, idx[0]])
         return tf.random.stateless_uniform(tf.shape(xb), seed=key)
 
-    def gather(idx):
-        xb = tf.gather(images, idx)
+    def finish(*batch):
+        xb, yb, idx = fetch(*batch)
         if perturb:
             noise = draw(xb, idx, 1)
             noise = tf.round(noise) if binary_data else noise
             xb = tf.where(draw(xb, idx, 2) < perturb, noise, xb)
         if dynamic_binarize:
             xb = tf.cast(draw(xb, idx, 0) < xb, tf.float32)
-        return xb if labels is None else (xb, tf.gather(labels, idx))
+        return (xb, yb) if with_labels else xb
 
     options = tf.data.Options()
     options.threading.private_threadpool_size = 1
     options.autotune.enabled = False
-    return ds.map(gather).prefetch(1).with_options(options)
+    return ds.map(finish).prefetch(1).with_options(options)

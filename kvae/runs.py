@@ -49,20 +49,27 @@ def prepare_data(cfg):
     """
     from kvae import distributions
 
-    ds = kdata.load(cfg.dataset, data_dir=cfg.data_dir, download=cfg.download, seed=cfg.seed)
     likelihood = distributions.get_likelihood(cfg.likelihood)
     unit = (f"the {likelihood.name} likelihood" if likelihood.unit_interval
             else f"--binarize {cfg.binarization}" if cfg.binarization != "none" else None)
-    for split in ("train", "validation", "test"):
-        x, y = getattr(ds, split)
-        kdata.check(x, y, unit_interval=unit, num_classes=ds.num_classes if cfg.conditional else None,
-                    where=f"{ds.source}, {split} split")
     mode = cfg.binarization
     # Validation and test get one fixed draw, so their ELBO is comparable across epochs.
     fixed = "static" if mode == "dynamic" else mode
+    if cfg.streamed:  # train is read and checked batch by batch; the held-out splits are in memory
+        from kvae import sources
+
+        ds = sources.load(cfg.dataset, seed=cfg.seed, unit=unit, threshold=mode == "threshold")
+        if cfg.conditional and ds.num_classes is None:
+            raise RunError(f"--conditional needs labels, and {cfg.dataset} has none.")
+    else:
+        ds = kdata.load(cfg.dataset, data_dir=cfg.data_dir, download=cfg.download, seed=cfg.seed)
+        for split in ("train", "validation", "test"):
+            x, y = getattr(ds, split)
+            kdata.check(x, y, unit_interval=unit, num_classes=ds.num_classes if cfg.conditional else None,
+                        where=f"{ds.source}, {split} split")
+        ds.train = (kdata.binarize(ds.train[0], mode, cfg.seed + 3), ds.train[1])
     ds.validation = (kdata.binarize(ds.validation[0], fixed, cfg.seed + 1), ds.validation[1])
     ds.test = (kdata.binarize(ds.test[0], fixed, cfg.seed + 2), ds.test[1])
-    ds.train = (kdata.binarize(ds.train[0], mode, cfg.seed + 3), ds.train[1])
     return ds
 
 
@@ -378,8 +385,16 @@ def _fit(cfg, run_dir, ds, model, state, verbose, log):
     elif cfg.kl_warmup:
         cbs.insert(1, kcallbacks.KLWarmup(cfg.kl_warmup, schedule=cfg.kl_schedule))
     start = time.perf_counter()
-    model.fit(train_ds, validation_data=val_ds, epochs=cfg.epochs, initial_epoch=state["epochs_done"],
-              callbacks=cbs, verbose=verbose, shuffle=False)  # the pipeline shuffles
+    try:
+        model.fit(train_ds, validation_data=val_ds, epochs=cfg.epochs, initial_epoch=state["epochs_done"],
+                  callbacks=cbs, verbose=verbose, shuffle=False)  # the pipeline shuffles
+    except tf.errors.OpError as e:  # a streamed batch that failed its checks: the one-line reason
+        from kvae.sources import as_data_error
+
+        error = as_data_error(e)
+        if error is None:
+            raise
+        raise error from None
     elapsed = time.perf_counter() - start
     state = read_state(run_dir)
     if "stopped_on_nan_at_epoch" in state:
