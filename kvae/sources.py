@@ -82,7 +82,7 @@ class Source:
         Returns:
             str.
         """
-        return f"{self.where} (example {index})"
+        return self.where
 
 
 class ArraySource(Source):

@@ -1,0 +1,219 @@
+"""Streaming sources (kvae.sources): the same data streamed or in memory
+trains the same weights; resume from a streamed source is exact; damaged
+files are named before or while they are read."""
+
+import json
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from kvae import cli, sources
+from kvae.data import DataError
+
+
+@pytest.fixture(scope="module")
+def pixels():
+    """400 digits as uint8 0..255 with labels (what users store in .npy files)."""
+    from sklearn.datasets import load_digits
+
+    d = load_digits()
+    return (d.images[:400] * 16).clip(0, 255).astype(np.uint8), d.target[:400].astype(np.int64)
+
+
+def _train(dataset, out, *flags, epochs=1):
+    return cli.main(["train", "--dataset", str(dataset), "--epochs", str(epochs), "--quiet", "--latent-dim", "2",
+                     "--out", str(out), *flags])
+
+
+def _weights(run, which="last"):
+    import keras
+
+    return keras.saving.load_model(Path(run) / f"{which}.keras").get_weights()
+
+
+def _max_diff(a, b):
+    return max(float(np.abs(u - v).max()) for u, v in zip(a, b))
+
+
+def test_npy_and_stored_npz_read_rows_as_numpy_does(tmp_path, pixels):
+    x, y = pixels
+    np.save(tmp_path / "x.npy", x)
+    np.savez(tmp_path / "x.npz", other=np.zeros(3), x_train=x, y_train=y)
+    rows = np.array([399, 0, 17, 17])
+    for src in (sources.open_source(tmp_path / "x.npy"), sources.open_source(tmp_path / "x.npz")):
+        assert (src.n, src.shape, src.dtype) == (400, (8, 8), np.uint8)
+        np.testing.assert_array_equal(src.read(rows), x[rows])
+    np.testing.assert_array_equal(sources.open_source(tmp_path / "x.npz").labels, y)
+
+
+def test_unreadable_layouts_are_refused_with_the_file_named(tmp_path, pixels):
+    x, _ = pixels
+    np.savez_compressed(tmp_path / "c.npz", x=x)
+    with pytest.raises(DataError, match=r"c\.npz \(x\) is compressed .*np\.savez"):
+        sources.open_source(tmp_path / "c.npz")
+    np.save(tmp_path / "t.npy", x)
+    raw = (tmp_path / "t.npy").read_bytes()
+    (tmp_path / "t.npy").write_bytes(raw[:-100])
+    with pytest.raises(DataError, match=r"t\.npy is truncated: its header promises 400 examples"):
+        sources.open_source(tmp_path / "t.npy")
+
+
+@pytest.mark.slow
+def test_streamed_and_in_memory_training_end_with_identical_weights(tmp_path, pixels):
+    """The streamed pipeline reads the same rows in the same order and draws
+    the same binarisation noise as the in-memory one, so the weights are
+    equal bit for bit (not merely close); labels come along for --conditional."""
+    x, y = pixels
+    np.savez(tmp_path / "d.npz", x=x, y=y)
+    np.save(tmp_path / "d.npy", x)
+    assert _train(tmp_path / "d.npz", tmp_path / "mem", "--conditional") == 0
+    assert _train(tmp_path / "d.npz", tmp_path / "stream", "--conditional", "--stream") == 0
+    assert _max_diff(_weights(tmp_path / "mem"), _weights(tmp_path / "stream")) == 0.0
+    config = json.loads((tmp_path / "stream" / "config.json").read_text())
+    assert "streamed from disk (NpySource)" in config["data"]["notes"]
+
+
+@pytest.mark.slow
+def test_resume_from_a_streamed_source_is_exact(tmp_path, pixels):
+    np.save(tmp_path / "d.npy", pixels[0])
+    assert _train(tmp_path / "d.npy", tmp_path / "straight", epochs=2) == 0
+    assert _train(tmp_path / "d.npy", tmp_path / "resumed", epochs=1) == 0
+    assert cli.main(["train", "--resume", str(tmp_path / "resumed"), "--epochs", "2", "--quiet"]) == 0
+    assert _max_diff(_weights(tmp_path / "straight"), _weights(tmp_path / "resumed")) == 0.0
+
+
+def _image_folder(root, x, y):
+    from PIL import Image
+
+    for i, (im, label) in enumerate(zip(x, y)):
+        (root / str(label)).mkdir(parents=True, exist_ok=True)
+        Image.fromarray(im).save(root / str(label) / f"{i:04d}.png")
+    return sorted(root.rglob("*.png"))
+
+
+def _a_training_file(src):
+    """A file of the train split that is not among its first batch (read up front)."""
+    train, _, _ = sources._splits(src.n, src.shape, 0.1, 0)
+    return src.files[int(train[300])]
+
+
+@pytest.mark.parametrize("damage", ["unreadable", "other size"])
+def test_a_bad_image_mid_folder_stops_training_naming_the_file(tmp_path, pixels, capsys, damage):
+    from PIL import Image
+
+    x, y = pixels
+    _image_folder(tmp_path / "images", x, y)
+    bad = _a_training_file(sources.open_source(tmp_path / "images"))
+    if damage == "unreadable":
+        bad.write_bytes(b"not an image")
+    else:
+        Image.new("L", (9, 8)).save(bad)
+    assert _train(tmp_path / "images", tmp_path / "run", "--stream", "--steps-per-execution", "1") == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and str(bad) in err, err
+    assert ("Cannot read the image" in err) if damage == "unreadable" else ("is 9x8 greyscale" in err)
+    assert not (tmp_path / "run").exists()  # no epoch finished: nothing left behind
+
+
+def test_pixels_above_the_sampled_scale_are_named_when_read(tmp_path, pixels, monkeypatch):
+    """The scale is decided from the first rows; a later row that breaks it is
+    an error naming the file and the example, not silently scaled wrong."""
+    monkeypatch.setattr(sources, "SAMPLE_ROWS", 50)
+    x = (pixels[0] > 100).astype(np.uint8)
+    x[200, 3, 3] = 255
+    np.save(tmp_path / "b.npy", x)
+    src = sources.open_source(tmp_path / "b.npy")
+    subset = sources.Subset(src, np.arange(400), sources.scale_of(src)[0], unit="the bernoulli likelihood")
+    subset.read(np.arange(200))
+    with pytest.raises(DataError, match=r"b\.npy: example 200 has values in \[0, 255\] .*first rows were all 0/1"):
+        subset.read(np.arange(190, 210))
+
+
+def test_prepare_writes_the_streamed_splits_and_a_bounded_seeded_shuffle(tmp_path, pixels):
+    import tensorflow as tf
+
+    x, y = pixels
+    np.savez(tmp_path / "d.npz", x=x, y=y)
+    m = sources.prepare(tmp_path / "d.npz", tmp_path / "prep", shard_bytes=10_000, verbose=0)
+    assert {k: v["examples"] for k, v in m["splits"].items()} == {"train": 324, "validation": 36, "test": 40}
+    assert len(m["splits"]["train"]["shards"]) > 2 and m["divisor"] == 255.0
+    train_idx = sources._splits(400, (8, 8), 0.1, 0)[0]
+    src = sources.TFRecordSource(tmp_path / "prep")
+    epoch = tf.Variable(0, dtype=tf.int64)
+
+    def one_epoch():
+        got = list(src.dataset(seed=3, epoch=epoch, buffer=64).as_numpy_iterator())
+        return np.stack([g[0] for g in got]), np.array([g[1] for g in got]), np.array([g[2] for g in got])
+
+    px, labels, pos = one_epoch()
+    assert sorted(pos) == list(range(324)) and list(pos) != list(range(324))  # each once, shuffled
+    np.testing.assert_array_equal(px, x[train_idx[pos]])  # the record holds the example it claims
+    np.testing.assert_array_equal(labels, y[train_idx[pos]])
+    np.testing.assert_array_equal(one_epoch()[2], pos)  # a function of (seed, epoch): resume sees it again
+    epoch.assign(1)
+    assert list(one_epoch()[2]) != list(pos)
+
+
+def test_prepare_refuses_an_existing_folder_and_leaves_nothing_when_it_fails(tmp_path, pixels, monkeypatch):
+    x, _ = pixels
+    np.save(tmp_path / "d.npy", x)
+    (tmp_path / "taken").mkdir()
+    with pytest.raises(DataError, match="taken exists"):
+        sources.prepare(tmp_path / "d.npy", tmp_path / "taken", verbose=0)
+    calls = {"n": 0}
+    read = sources.NpySource.read
+
+    def failing(self, idx):  # a fault in the middle of writing the train split
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise OSError(28, "No space left on device")
+        return read(self, idx)
+
+    monkeypatch.setattr(sources.NpySource, "read", failing)
+    with pytest.raises(OSError):
+        sources.prepare(tmp_path / "d.npy", tmp_path / "prep", shard_bytes=4096, verbose=0)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["d.npy", "taken"]  # no folder, no temporary
+
+
+def test_a_truncated_shard_is_named_before_training(tmp_path, pixels, capsys):
+    x, _ = pixels
+    np.save(tmp_path / "d.npy", x)
+    assert cli.main(["data", "prepare", str(tmp_path / "d.npy"), "--out", str(tmp_path / "prep"), "--quiet"]) == 0
+    shard = tmp_path / "prep" / "train-00000.tfrecord"
+    shard.write_bytes(shard.read_bytes()[:-500])
+    assert _train(tmp_path / "prep", tmp_path / "run") == 2
+    err = capsys.readouterr().err.strip()
+    assert err.endswith("prepare it again.") and f"The shard {shard} has" in err, err
+    assert not (tmp_path / "run").exists()
+
+
+def test_a_damaged_record_mid_shard_stops_training_with_one_line(tmp_path, pixels, capsys):
+    x, _ = pixels
+    np.save(tmp_path / "d.npy", x)
+    sources.prepare(tmp_path / "d.npy", tmp_path / "prep", verbose=0)
+    shard = tmp_path / "prep" / "train-00000.tfrecord"
+    raw = bytearray(shard.read_bytes())
+    raw[len(raw) // 2] ^= 0xFF  # same length: only the record's checksum can tell
+    shard.write_bytes(bytes(raw))
+    assert _train(tmp_path / "prep", tmp_path / "run") == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "TFRecord shard is damaged" in err, err
+
+
+def test_stream_refuses_static_binarisation_in_one_line(tmp_path, pixels, capsys):
+    np.save(tmp_path / "d.npy", pixels[0])
+    assert _train(tmp_path / "d.npy", tmp_path / "run", "--binarize", "static") == 2
+    assert "--binarize static draws once" in capsys.readouterr().err
+
+
+def test_npz_member_offsets_survive_other_members(tmp_path, pixels):
+    """A stored .npz is a zip: the array's bytes start after its local header,
+    whose length varies with the file name and extras."""
+    x, _ = pixels
+    with zipfile.ZipFile(tmp_path / "m.npz", "w", zipfile.ZIP_STORED) as z:
+        z.writestr("a_long_member_name_first.npy", b"x" * 1000)
+        with z.open("x.npy", "w") as f:
+            np.lib.format.write_array(f, x)
+    np.testing.assert_array_equal(sources.NpySource(tmp_path / "m.npz", member="x").read([5, 6]), x[[5, 6]])
