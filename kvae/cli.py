@@ -103,6 +103,17 @@ def _parser():
     d.add_argument("--shard-mb", type=_int, default=64, help="megabytes per shard (default 64)")
     d.add_argument("--quiet", action="store_true", help="no progress bar")
 
+    sc = add("score", help="stream a dataset through a run's model: per-example scores to Parquet or .npy shards")
+    sc.add_argument("run_dir")
+    sc.add_argument("--data", required=True, help="a .npy or .npz file, an image folder, a folder written by "
+                    "`kvae data prepare` (streamed), or a dataset name (its test split)")
+    sc.add_argument("--out", required=True, help="FILE.parquet, or a folder to create for .npy shards")
+    sc.add_argument("--score", default="elbo", help="comma-separated scores from kvae.anomaly that need no "
+                    "reference: elbo (default), nll (importance sampled, --k), complexity, ...")
+    sc.add_argument("--k", type=_int, default=100, help="importance samples for nll (default 100)")
+    sc.add_argument("--batch-size", type=_int, default=1024)
+    sc.add_argument("--quiet", action="store_true", help="no progress bar")
+
     e = add("evaluate", help="test-set metrics of a run")
     e.add_argument("run_dir")
     e.add_argument("--checkpoint", default="best", choices=["best", "last"])
@@ -233,6 +244,27 @@ def cmd_data(args):
             for split, info in m["splits"].items()]
     print(_table(rows + [("shape", f"{tuple(m['shape'])} {m['dtype']}"), ("folder", args.out),
                          ("train on it", f"kvae train --dataset {args.out} --out RUN")]))
+    return 0
+
+
+def cmd_score(args):
+    from kvae import anomaly, rundir, runs, scoring, sources
+
+    if args.batch_size < 1:
+        raise ValueError(f"--batch-size must be >= 1, got {args.batch_size}")
+    names = [n.strip() for n in args.score.split(",") if n.strip()]
+    scorers = [anomaly.get(n, **({"k": args.k} if "k" in anomaly.parameters(n) else {})) for n in names]
+    cfg = rundir.load_config(args.run_dir)
+    model = rundir.load_model(args.run_dir)
+    if sources.is_streamable(args.data):
+        data, labels, binarize, where = runs.stream_inputs(cfg, args.data, model.data_shape)
+    else:
+        data, labels, where = runs.prepare_inputs(cfg, args.data, model.data_shape)
+        binarize = False
+    info = scoring.score(model, data, args.out, scores=scorers, labels=labels, batch_size=args.batch_size,
+                         binarize=binarize, seed=cfg.seed + 2, verbose=0 if args.quiet else 1)
+    print(_table([("rows", info["rows"]), ("columns", ", ".join(info["columns"])), ("from", where),
+                  ("written to", f"{args.out} ({info['format']})")]))
     return 0
 
 
@@ -477,7 +509,8 @@ def cmd_denoise(args):
 COMMANDS = {"train": cmd_train, "export": cmd_export, "interpolate": cmd_interpolate, "traverse": cmd_traverse,
             "latent-map": cmd_latent_map, "anomalies": cmd_anomalies, "inpaint": cmd_inpaint,
             "denoise": cmd_denoise, "evaluate": cmd_evaluate, "sample": cmd_sample,
-            "reconstruct": cmd_reconstruct, "info": cmd_info, "data": cmd_data}
+            "reconstruct": cmd_reconstruct, "info": cmd_info, "data": cmd_data,
+            "score": cmd_score}
 
 
 #: TensorFlow's C++ start-up lines: absl prints them before it reads any setting,

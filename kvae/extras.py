@@ -3,7 +3,7 @@ one is missing. `pip install kvae` gives the model, training and evaluation
 (TensorFlow, Keras, TFP, numpy); the rest is optional:
 
     kvae[data]    named datasets and user files: tensorflow-datasets, scikit-learn (8x8 digits),
-                  pillow (image folders), scipy (MATLAB .amat files)
+                  pillow (image folders), scipy (MATLAB .amat files), pyarrow (Parquet scores)
     kvae[plots]   pictures and training logs: matplotlib, tensorboard (TF 2.21 no longer installs it)
     kvae[export]  TFLite / ONNX exports and their checks: tf2onnx, onnx, onnxruntime, ai-edge-litert
     kvae[all]     all three (what the `kvae` command uses)

@@ -25,12 +25,14 @@ import time
 from dataclasses import asdict
 from pathlib import Path
 
+import numpy as np
+
 from kvae import data as kdata
 from kvae import files
 from kvae.config import RunError, TrainConfig, RESUMABLE, flag
 from kvae.rundir import CONFIG_FILE, STATE_FILE, is_run, load_config, load_model, read_state  # noqa: F401 - is_run: kvae.runs.is_run of kvae 0.1
 
-__all__ = ["prepare_data", "prepare_inputs", "build_model", "train", "resume", "resume_config", "evaluate"]
+__all__ = ["prepare_data", "prepare_inputs", "stream_inputs", "build_model", "train", "resume", "resume_config", "evaluate"]
 #: settings that may change when a run is resumed (everything else is the run)
 # ------------------------------------------------------------------ data
 def prepare_data(cfg):
@@ -93,6 +95,39 @@ def prepare_inputs(cfg, source, input_shape):
     kdata.check(x, None, input_shape=tuple(input_shape), unit_interval=unit, where=where)
     mode = "static" if cfg.binarization == "dynamic" else cfg.binarization
     return kdata.binarize(x, mode, cfg.seed + 2), y, where
+
+
+def stream_inputs(cfg, source, input_shape):
+    """A streamed source (`kvae.sources.open_source`: .npy, .npz, image folder,
+    prepared folder) to score with a run's model, scaled and checked as the
+    run's data is, batch by batch.
+
+    Args:
+        cfg: kvae.config.TrainConfig of the run; source: a path;
+        input_shape: the model's input shape.
+
+    Returns:
+        (a Subset or TFRecordSource, labels: True if it has labels else None,
+        binarize: whether to draw a fixed binarisation, description).
+    """
+    from kvae import distributions, sources
+
+    likelihood = distributions.get_likelihood(cfg.likelihood)
+    unit = (f"the {likelihood.name} likelihood" if likelihood.unit_interval
+            else f"--binarize {cfg.binarization}" if cfg.binarization != "none" else None)
+    src = sources.open_source(source)
+    shape = tuple(src.shape) + ((1,) if len(src.shape) == 2 else ())
+    kdata.check_shape((0, *shape), tuple(input_shape), src.where)
+    if isinstance(src, sources.TFRecordSource):
+        if cfg.binarization == "threshold":
+            raise RunError(f"{source}: the run binarises by threshold, which is not applied to prepared data.")
+        has = src.has_labels
+    else:
+        src = sources.Subset(src, np.arange(src.n), sources.scale_of(src)[0], unit,
+                             threshold=cfg.binarization == "threshold")
+        src.read(np.arange(min(len(src), 256)))  # the first batch, checked before scoring
+        has = src.source.labels is not None
+    return src, (True if has else None), cfg.binarization in ("static", "dynamic"), str(source)
 
 
 def _pipelines(cfg, ds, model, epoch):

@@ -82,6 +82,15 @@ def test_resume_from_a_streamed_source_is_exact(tmp_path, pixels):
     assert _train(tmp_path / "d.npy", tmp_path / "resumed", epochs=1) == 0
     assert cli.main(["train", "--resume", str(tmp_path / "resumed"), "--epochs", "2", "--quiet"]) == 0
     assert _max_diff(_weights(tmp_path / "straight"), _weights(tmp_path / "resumed")) == 0.0
+    # and the run scores the same file, streamed, to Parquet
+    from kvae import scoring
+
+    out = tmp_path / "scores.parquet"
+    assert cli.main(["score", str(tmp_path / "straight"), "--data", str(tmp_path / "d.npy"), "--out", str(out),
+                     "--score", "elbo,nll", "--k", "10", "--quiet"]) == 0
+    rows = scoring.read(out)
+    assert sorted(rows) == ["elbo", "index", "mean", "nll"] and rows["mean"].shape == (400, 2)
+    assert np.isfinite(rows["nll"]).all() and (rows["elbo"] > 0).all()
 
 
 def _image_folder(root, x, y):
