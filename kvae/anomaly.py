@@ -177,8 +177,11 @@ class NegativeELBO(Score):
     def __init__(self, seed=0, batch_size=256):
         self.seed, self.batch_size = int(seed), int(batch_size)
 
-    def __call__(self, model, x, labels=None, verbose=0):
-        x, labels = _inputs(model, x, labels)
+    def _traced(self, model):
+        """One traced function per model, kept: `kvae.scoring` calls the score batch after batch."""
+        cached = getattr(self, "_cache", None)
+        if cached is not None and cached[0] is model:
+            return cached[1]
         seed = tf.constant([self.seed, 7], tf.int64)
 
         @tf.function(reduce_retracing=True)
@@ -188,6 +191,12 @@ class NegativeELBO(Score):
             px = model.likelihood.distribution(model.decode_params(mode, lb), len(model.data_shape))
             return _kl(model, params, seed) - px.log_prob(xb)
 
+        self._cache = (model, score)
+        return score
+
+    def __call__(self, model, x, labels=None, verbose=0):
+        x, labels = _inputs(model, x, labels)
+        score = self._traced(model)
         out = np.empty(len(x), np.float64)
         for start, xb, lb in _batches(x, labels, self.batch_size):
             out[start:start + len(xb)] = score(xb, lb).numpy()

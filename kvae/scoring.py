@@ -89,6 +89,12 @@ def score(model, data, out, scores=("elbo",), labels=None, batch_size=1024, bina
                             f"(e.g. {', '.join(n for n in ('elbo', 'nll', 'complexity'))}).")
     if model.conditional and labels is None:
         raise DataError("This model is conditional: the data must have labels.")
+    import tensorflow as tf
+
+    @tf.function(reduce_retracing=True)
+    def encode(xb, lb):
+        return tf.cast(model.posterior.mode_stddev(model.encode_params(xb, lb))[0], tf.float32)
+
     n = len(data)
     bar = keras.utils.Progbar(n, unit_name="example") if verbose else None
     writer = _Writer(fmt)
@@ -101,8 +107,7 @@ def score(model, data, out, scores=("elbo",), labels=None, batch_size=1024, bina
             row = {"index": np.arange(start, start + len(xb), dtype=np.int64)}
             if yb is not None:
                 row["label"] = yb
-            p = model.encode_params(xb, lb)
-            row["mean"] = model.posterior.mode_stddev(p)[0].numpy().astype(np.float32)
+            row["mean"] = encode(tf.constant(xb), None if lb is None else tf.constant(lb)).numpy()
             for s in scorers:
                 row[s.name] = np.asarray(s(model, xb, lb), np.float32)
             pending.append(row)
