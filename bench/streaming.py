@@ -57,6 +57,12 @@ def make_file(path, n):
 
 
 def _peak_mb():
+    """This process's peak resident memory (VmHWM: per address space, reset by exec;
+    ru_maxrss carried the peak of an earlier child into later ones here)."""
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 

@@ -35,7 +35,7 @@ import importlib
 __version__ = "0.1.0"
 
 _SUBMODULES = ("anomaly", "callbacks", "config", "data", "distributions", "evaluate", "exporters", "extras", "files", "latent",
-               "model", "networks", "objectives", "plots", "priors", "registry", "replicas", "rundir", "runs")
+               "model", "networks", "objectives", "plots", "priors", "registry", "replicas", "rundir", "runs", "scoring", "sources")
 
 __all__ = ["VAE", "load_model", "__version__", *_SUBMODULES]
 

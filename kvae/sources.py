@@ -24,6 +24,9 @@ is checked when the source opens; pixels are checked as each batch is read
 (NaN/Inf, range, a changed image size), and a failure names the file (and
 the row). `open_source` picks the source for a path.
 
+Over 350 lines: four readers, the split draws that must match kvae.data's,
+and `prepare`, which writes what `TFRecordSource` reads, are kept together.
+
 Example:
     >>> import numpy as np, tempfile, os
     >>> path = os.path.join(tempfile.mkdtemp(), "x.npy")
@@ -406,6 +409,7 @@ class Subset:
 
     @property
     def labels(self):
+        """int32 labels of the split's examples, or None."""
         return None if self.source.labels is None else self.source.labels[self.indices]
 
     def read(self, positions):

@@ -26,6 +26,7 @@ BLOCKS = {
     "Speed": ["python"],
     "Export to servers and devices": ["bash"],
     "Command line": ["bash"],
+    "Data larger than memory": ["bash"],
 }
 
 
@@ -146,3 +147,13 @@ def test_anomaly_block_runs(tmp_path):
     assert new["score"] == "complexity" and len(new["scores"]) == 10 and new["threshold"]["fpr"] == 0.05
     thresholds = json.loads((tmp_path / "scorer" / "metadata.json").read_text())["scorer"]["thresholds"]
     assert thresholds["complexity"]["fpr"] == 0.05
+
+
+@pytest.mark.slow
+def test_streaming_block_runs(tmp_path):
+    (_, code), = _blocks()["Data larger than memory"]
+    out = _bash(code, tmp_path, timeout=900)
+    assert "streamed from disk (NpySource)" in " ".join(
+        json.loads((tmp_path / "runs" / "frames" / "config.json").read_text())["data"]["notes"])
+    assert json.loads((tmp_path / "runs" / "frames-tfr" / "state.json").read_text())["epochs_done"] == 1
+    assert "'mean': (1797, 16)" in out.stdout and "'nll': (1797,)" in out.stdout
