@@ -220,6 +220,10 @@ def cmd_train(args):
         summary = runs.resume(run_dir, given, verbose=verbose)
     else:
         summary = runs.train(TrainConfig(**given), run_dir, force=args.force, verbose=verbose)
+    if summary.get("worker"):  # a non-chief worker of a multi-worker run: the chief wrote run_dir
+        print(f"\nkvae: this worker trained {summary['epochs_done']} epochs in {summary['train_seconds']:.0f} s "
+              f"in step with the chief, which wrote {run_dir}; final weights sha256 {summary['weights_sha256']}")
+        return 0
     images = sorted((run_dir / "images").glob("samples_epoch_*.png"))
     print(f"\nkvae: trained {summary['epochs_done']} epochs in {summary['train_seconds']:.0f} s")
     print(_table([("test ELBO (nats)", f"{summary['test_elbo']:.2f}"),

@@ -683,7 +683,7 @@ def binarize(x, mode, seed=0):
 
 
 def pipeline(x, y=None, batch_size=128, shuffle=True, seed=0, dynamic_binarize=False,
-             drop_remainder=False, epoch=None, perturb=0.0):
+             drop_remainder=False, epoch=None, perturb=0.0, shard=None):
     """A tf.data pipeline of batches of x (or (x, y)).
 
     Shuffles indices (not images) and gathers each batch from one in-memory
@@ -706,12 +706,21 @@ def pipeline(x, y=None, batch_size=128, shuffle=True, seed=0, dynamic_binarize=F
     binarisation (which makes it a fair coin), a random 0/1 on data that is
     already binary, uniform otherwise (Ren et al. 2019's background model).
 
+    `shard=(index, count)` is one worker's part of a multi-worker run: the
+    batches are the global batches of `batch_size` (whole ones only), and this
+    pipeline yields rows [index * b, (index + 1) * b) of each, b = batch_size
+    / count. An array or Subset reads only those rows; a TFRecordSource reads
+    every record and keeps its rows. Noise is drawn for the global batch and
+    sliced, so the workers' parts together are exactly the batch one device
+    would see.
+
     Args:
         x: float32 [N, ...], a kvae.sources.Subset or a kvae.sources.TFRecordSource;
         y: int [N] or None (a TFRecordSource brings its own labels: pass True to use them);
         batch_size: int >= 1; shuffle: bool; seed: int; dynamic_binarize: bool;
         drop_remainder: bool; epoch: int64 tf.Variable or None;
-        perturb: float in [0, 1), share of pixels replaced by noise.
+        perturb: float in [0, 1), share of pixels replaced by noise;
+        shard: (index, count) or None.
 
     Returns:
         tf.data.Dataset of x batches (or (x, y) batches).
@@ -722,6 +731,12 @@ def pipeline(x, y=None, batch_size=128, shuffle=True, seed=0, dynamic_binarize=F
         raise DataError(f"batch_size must be >= 1, got {batch_size}.")
     if not 0 <= perturb < 1:
         raise DataError(f"perturb must be in [0, 1), got {perturb}.")
+    index, count = shard or (0, 1)
+    if count < 1 or not 0 <= index < count or batch_size % count:
+        raise DataError(f"batch size {batch_size} cannot be split into {count} equal parts "
+                        f"(part {index}): use a multiple of {count}.")
+    lo, hi = index * (batch_size // count), (index + 1) * (batch_size // count)
+    drop_remainder = drop_remainder or count > 1
     seed64 = tf.constant(seed, tf.int64)
     if hasattr(x, "files") and hasattr(x, "manifest"):  # a prepared TFRecord split: sequential
         divisor = float(x.manifest.get("divisor", 1.0))
@@ -730,9 +745,12 @@ def pipeline(x, y=None, batch_size=128, shuffle=True, seed=0, dynamic_binarize=F
         ds = x.dataset(seed, epoch, shuffle).batch(batch_size, drop_remainder=drop_remainder)
         channel = [1] if len(x.shape) == 2 else []
 
-        def fetch(xb, yb, idx):
+        def fetch(xb, yb, idx):  # -> this part's (pixels, labels, positions), first position
+            first = idx[0]
+            if count > 1:
+                xb, yb, idx = xb[lo:hi], yb[lo:hi], idx[lo:hi]
             xb = tf.reshape(tf.cast(xb, tf.float32), [-1, *x.shape, *channel])
-            return (xb / divisor if divisor != 1 else xb), yb, idx
+            return (xb / divisor if divisor != 1 else xb), yb, idx, first
         n = x.n
     else:
         n = len(x)
@@ -757,22 +775,29 @@ def pipeline(x, y=None, batch_size=128, shuffle=True, seed=0, dynamic_binarize=F
         if shuffle and epoch is not None:  # a batch of positions at a time: 10x faster than one by one
             ds = ds.map(lambda i: tf.random.experimental.index_shuffle(
                 i, tf.stack([seed64, tf.cast(epoch.read_value(), tf.int64)]), n - 1))
-        fetch = (lambda idx: (read(idx), tf.gather(labels, idx) if with_labels else None, idx))
+        def fetch(positions):
+            idx = positions[lo:hi] if count > 1 else positions  # only this part's rows are read
+            return read(idx), tf.gather(labels, idx) if with_labels else None, idx, positions[0]
 
-    def draw(xb, idx, salt):  # uniform noise keyed by (seed, epoch, salt, first index of the batch)
+    def draw(xb, first, salt):  # uniform noise keyed by (seed, epoch, salt, first position of the global batch)
+        shape = tf.shape(xb)
+        if count > 1:  # drawn for the global batch, of which this part takes its rows
+            shape = tf.concat([[batch_size], shape[1:]], 0)
         if epoch is None:
-            return tf.random.uniform(tf.shape(xb), seed=seed + salt)
-        key = tf.stack([seed64 * 1_000_003 + tf.cast(epoch.read_value(), tf.int64) + salt * 7_919, idx[0]])
-        return tf.random.stateless_uniform(tf.shape(xb), seed=key)
+            noise = tf.random.uniform(shape, seed=seed + salt)
+        else:
+            key = tf.stack([seed64 * 1_000_003 + tf.cast(epoch.read_value(), tf.int64) + salt * 7_919, first])
+            noise = tf.random.stateless_uniform(shape, seed=key)
+        return noise[lo:hi] if count > 1 else noise
 
     def finish(*batch):
-        xb, yb, idx = fetch(*batch)
+        xb, yb, _, first = fetch(*batch)
         if perturb:
-            noise = draw(xb, idx, 1)
+            noise = draw(xb, first, 1)
             noise = tf.round(noise) if binary_data else noise
-            xb = tf.where(draw(xb, idx, 2) < perturb, noise, xb)
+            xb = tf.where(draw(xb, first, 2) < perturb, noise, xb)
         if dynamic_binarize:
-            xb = tf.cast(draw(xb, idx, 0) < xb, tf.float32)
+            xb = tf.cast(draw(xb, first, 0) < xb, tf.float32)
         return (xb, yb) if with_labels else xb
 
     options = tf.data.Options()

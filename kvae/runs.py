@@ -32,7 +32,8 @@ from kvae import files
 from kvae.config import RunError, TrainConfig, RESUMABLE, flag
 from kvae.rundir import CONFIG_FILE, STATE_FILE, is_run, load_config, load_model, read_state  # noqa: F401 - is_run: kvae.runs.is_run of kvae 0.1
 
-__all__ = ["prepare_data", "prepare_inputs", "stream_inputs", "build_model", "train", "resume", "resume_config", "evaluate"]
+__all__ = ["prepare_data", "prepare_inputs", "stream_inputs", "build_model", "train", "resume", "resume_config", "evaluate",
+           "weights_digest"]
 #: settings that may change when a run is resumed (everything else is the run)
 # ------------------------------------------------------------------ data
 def prepare_data(cfg):
@@ -131,22 +132,109 @@ def stream_inputs(cfg, source, input_shape):
 
 
 def _pipelines(cfg, ds, model, epoch):
+    import tensorflow as tf
+
     labels = (lambda split: split[1] if model.conditional else None)
-    train = kdata.pipeline(ds.train[0], labels(ds.train), cfg.batch_size, shuffle=True, seed=cfg.seed,
-                           dynamic_binarize=cfg.binarization == "dynamic", epoch=epoch, perturb=cfg.perturb)
+
+    def train(shard=None):
+        return kdata.pipeline(ds.train[0], labels(ds.train), cfg.batch_size, shuffle=True, seed=cfg.seed,
+                              dynamic_binarize=cfg.binarization == "dynamic", epoch=epoch, perturb=cfg.perturb,
+                              shard=shard)
     val = kdata.pipeline(ds.validation[0], labels(ds.validation), cfg.batch_size, shuffle=False)
-    return train, val
+    strategy = model.distribute_strategy
+    if isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
+        # each worker reads only its rows of every global batch (whole batches only)
+        return strategy.distribute_datasets_from_function(
+            lambda ctx: train((ctx.input_pipeline_id, ctx.num_input_pipelines))), val
+    return train(), val
 
 
 # ----------------------------------------------------------------- model
-def _strategy(name):
+def _strategy(cfg):
+    """The run's tf.distribute strategy (None for 'none'), created before
+    TensorFlow initialises (a multi-worker strategy configures collectives),
+    and whether this process is the one that writes the run directory."""
     import tensorflow as tf
 
-    if name == "mirrored":
-        return tf.distribute.MirroredStrategy()
-    if name == "multiworker":
-        return tf.distribute.MultiWorkerMirroredStrategy()
-    return None
+    chief = _is_chief(cfg)
+    if cfg.strategy == "mirrored":
+        strategy = tf.distribute.MirroredStrategy()
+    elif cfg.strategy == "multiworker":
+        strategy = tf.distribute.MultiWorkerMirroredStrategy()
+    else:
+        return None, True
+    if cfg.batch_size % strategy.num_replicas_in_sync:
+        raise RunError(f"--batch-size {cfg.batch_size} must be a multiple of the {strategy.num_replicas_in_sync} "
+                       "replicas: every replica takes an equal part of each batch.")
+    return strategy, chief
+
+
+def _is_chief(cfg):
+    """Whether this process writes the run directory: always, except in a
+    multi-worker run, where only the chief does (TF_CONFIG's task 'chief', or
+    worker 0 of a cluster without one). RunError for a missing or malformed TF_CONFIG."""
+    if cfg.strategy != "multiworker":
+        return True
+    raw = os.environ.get("TF_CONFIG")
+    if not raw:
+        raise RunError("--strategy multiworker needs TF_CONFIG (the cluster and this process's task) in the "
+                       "environment: see the README's \"Several machines\".")
+    try:
+        config = json.loads(raw)
+        cluster, kind, index = config["cluster"], config["task"]["type"], int(config["task"]["index"])
+    except (ValueError, KeyError, TypeError) as e:
+        raise RunError(f"TF_CONFIG is not JSON with a cluster and a task {{type, index}} ({e!r}): {raw[:200]}") from None
+    return kind == "chief" or (kind == "worker" and index == 0 and "chief" not in cluster)
+
+
+def _worker_run(cfg, run_dir, strategy, resuming, verbose, log):
+    """A multi-worker run's non-chief process: trains in step with the chief
+    into a temporary directory (removed at the end) and never writes `run_dir`;
+    on resume it reads the chief's last checkpoint and state from `run_dir`."""
+    import tempfile
+
+    for old in Path(tempfile.gettempdir()).glob("kvae-worker-*-*"):  # left by a killed worker of ours
+        with contextlib.suppress(ValueError, OSError):
+            pid = int(old.name.split("-")[2])
+            if old.stat().st_uid == os.getuid() and not Path(f"/proc/{pid}").exists():
+                shutil.rmtree(old, ignore_errors=True)
+    work = Path(tempfile.mkdtemp(prefix=f"kvae-worker-{os.getpid()}-"))
+    log(f"a non-chief worker: the chief writes {run_dir}; this worker's checkpoints go to {work} (removed at the end)")
+    try:
+        _setup_runtime(cfg)
+        ds = prepare_data(cfg)
+        state = read_state(run_dir) if resuming else {"epochs_done": 0}
+        with strategy.scope():
+            model = load_model(run_dir, "last") if state["epochs_done"] else _new_model(cfg, ds)
+        _write_config(work, cfg, model, ds)
+        for name in ("last.keras", "best.keras") if state["epochs_done"] else ():
+            shutil.copyfile(run_dir / name, work / name)
+        files.write_json(work / STATE_FILE, state)
+        summary = _fit(cfg, work, ds, model, state, verbose, log, shown_dir=run_dir)
+        summary.update(worker=True, weights_sha256=weights_digest(load_model(work, "last")))
+        return summary
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def weights_digest(model):
+    """SHA-256 of a model's weights (values, shapes and dtypes, in order): the
+    same on every worker of a multi-worker run that ended in step.
+
+    Args:
+        model: a Keras model.
+
+    Returns:
+        str, 64 hex digits.
+    """
+    import hashlib
+
+    digest = hashlib.sha256()
+    for w in model.get_weights():
+        w = np.ascontiguousarray(w)
+        digest.update(f"{w.dtype.str}{w.shape}".encode())
+        digest.update(w.tobytes())
+    return digest.hexdigest()
 
 
 def build_model(cfg, ds):
@@ -266,6 +354,8 @@ def _new_model(cfg, ds):
     model, optimizer = build_model(cfg, ds)
     # more steps per execution than an epoch has would confuse the progress bar
     steps = math.ceil(len(ds.train[0]) / cfg.batch_size)
+    if cfg.strategy == "multiworker":  # Keras 3.15 fails with more across workers (keras-team/keras#19246)
+        steps = 1
     model.compile(optimizer=optimizer, steps_per_execution=min(cfg.steps_per_execution, steps))
     return model
 
@@ -288,13 +378,15 @@ def train(cfg, run_dir, force=False, verbose=1, log=print):
     """
     cfg.validate()
     run_dir = Path(run_dir)
+    strategy, chief = _strategy(cfg)
+    if not chief:
+        return _worker_run(cfg, run_dir, strategy, False, verbose, log)
     lock, created = _claim_new(run_dir, force)
     wrote = False
     try:
         _setup_runtime(cfg)
         ds = prepare_data(cfg)
         log(f"data: {ds.summary()}; binarisation: {cfg.binarization}")
-        strategy = _strategy(cfg.strategy)
         with strategy.scope() if strategy else contextlib.nullcontext():
             model = _new_model(cfg, ds)
         # Validated: only now may the old run go.
@@ -368,6 +460,9 @@ def resume(run_dir, changes=None, verbose=1, log=print):
     """
     run_dir = Path(run_dir)
     cfg = resume_config(run_dir, changes)
+    strategy, chief = _strategy(cfg)
+    if not chief:
+        return _worker_run(cfg, run_dir, strategy, True, verbose, log)
     lock = _lock(run_dir)
     try:
         state = read_state(run_dir)
@@ -376,7 +471,6 @@ def resume(run_dir, changes=None, verbose=1, log=print):
         _setup_runtime(cfg)
         ds = prepare_data(cfg)
         log(f"data: {ds.summary()}; binarisation: {cfg.binarization}")
-        strategy = _strategy(cfg.strategy)
         with strategy.scope() if strategy else contextlib.nullcontext():
             # no finished epoch: the same seed rebuilds the same initial model
             model = load_model(run_dir, "last") if state["epochs_done"] else _new_model(cfg, ds)
@@ -393,7 +487,7 @@ def resume(run_dir, changes=None, verbose=1, log=print):
         lock.release()
 
 
-def _fit(cfg, run_dir, ds, model, state, verbose, log):
+def _fit(cfg, run_dir, ds, model, state, verbose, log, shown_dir=None):
     import keras
     import tensorflow as tf
 
@@ -423,6 +517,15 @@ def _fit(cfg, run_dir, ds, model, state, verbose, log):
     try:
         model.fit(train_ds, validation_data=val_ds, epochs=cfg.epochs, initial_epoch=state["epochs_done"],
                   callbacks=cbs, verbose=verbose, shuffle=False)  # the pipeline shuffles
+    except tf.errors.UnavailableError as e:  # a multi-worker run lost a worker
+        if cfg.strategy != "multiworker":
+            raise
+        import re
+
+        lost = sorted(set(re.findall(r"^(/job:\S+)$", str(e), re.MULTILINE))) or [str(e).splitlines()[0][:200]]
+        raise RunError(f"a worker of this multi-worker run stopped ({', '.join(lost)}); the run keeps its "
+                       f"{read_state(run_dir)['epochs_done']} finished epochs: start every worker again "
+                       f"with --resume {shown_dir or run_dir}.") from None
     except tf.errors.OpError as e:  # a streamed batch that failed its checks: the one-line reason
         from kvae.sources import as_data_error
 

@@ -3,9 +3,11 @@ and TF_CONFIG must be set before TensorFlow initialises."""
 
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -78,3 +80,82 @@ def test_two_process_multiworker_run_ends_with_equal_weights(tmp_path):
     assert int(w0["steps"]) == int(w1["steps"]) == 16  # 2 epochs x 256/32 global batches
     assert float(w0["moved"]) > 1e-3  # training did change the weights
     np.testing.assert_array_equal(w0["loss"], w1["loss"])
+
+
+def _cli_cluster(tmp_path, *args):
+    """Both workers of a two-worker `kvae train --strategy multiworker` on
+    localhost, each with its own TMPDIR; returns [chief, worker 1] Popens."""
+    workers = [f"127.0.0.1:{_free_port()}", f"127.0.0.1:{_free_port()}"]
+    procs = []
+    for index in range(2):
+        tmp = tmp_path / f"tmp{index}"
+        tmp.mkdir(exist_ok=True)
+        tf_config = json.dumps({"cluster": {"worker": workers}, "task": {"type": "worker", "index": index}})
+        procs.append(subprocess.Popen(
+            [Path(sys.executable).parent / "kvae", "train", *map(str, args), "--quiet"],
+            env=_env(TF_CONFIG=tf_config, TMPDIR=str(tmp)), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+            text=True))
+    return procs
+
+
+def _finish(procs, timeout=600):
+    outs = []
+    for p in procs:
+        try:
+            outs.append(p.communicate(timeout=timeout)[0])
+        except subprocess.TimeoutExpired:
+            for q in procs:
+                q.kill()
+            raise
+    return outs
+
+
+@pytest.mark.slow
+def test_cli_multiworker_one_writer_and_a_killed_worker_resumes_to_the_same_weights(tmp_path):
+    """`kvae train --strategy multiworker` on two local workers reading one
+    streamed .npy: the chief alone writes the run directory (the other
+    worker's temporary directory is gone at the end), both end with the same
+    weights; killing worker 1 mid-run stops the chief with a one-line error,
+    and restarting both with --resume ends with the uninterrupted run's
+    weights, bit for bit."""
+    from sklearn.datasets import load_digits
+
+    from kvae import rundir, runs
+
+    data = tmp_path / "digits.npy"
+    np.save(data, (load_digits().images[:640, ..., None] * 255 / 16).astype("uint8"))
+    flags = ["--dataset", data, "--network", "mlp", "--latent-dim", 3, "--batch-size", 64, "--epochs", 3,
+             "--strategy", "multiworker"]
+
+    whole = tmp_path / "whole"
+    chief, worker = _finish(_cli_cluster(tmp_path, *flags, "--out", whole))
+    assert "trained 3 epochs" in chief, chief[-3000:]
+    digest = runs.weights_digest(rundir.load_model(whole, "last"))
+    assert f"final weights sha256 {digest}" in worker, worker[-3000:]
+    single = {"best.keras", "last.keras", "config.json", "state.json", "summary.json", "metrics.csv",
+              "curves.png", "images", "tensorboard"}
+    assert {p.name for p in whole.iterdir()} == single
+    assert len((whole / "metrics.csv").read_text().splitlines()) == 1 + 3  # one writer: one row per epoch
+    assert not list((tmp_path / "tmp1").iterdir())  # the worker's temporary directory is removed
+
+    killed = tmp_path / "killed"
+    procs = _cli_cluster(tmp_path, *flags, "--out", killed)
+    deadline = time.monotonic() + 300
+    def done():
+        return rundir.read_state(killed)["epochs_done"] if (killed / "state.json").exists() else 0
+
+    while done() < 1:
+        assert time.monotonic() < deadline and procs[0].poll() is None, procs[0].communicate()[0][-3000:]
+        time.sleep(0.05)
+    procs[1].send_signal(signal.SIGKILL)
+    chief_out = _finish(procs[:1], timeout=300)[0]
+    assert procs[0].returncode != 0
+    error = chief_out.strip().splitlines()[-1]
+    assert "a worker of this multi-worker run stopped" in error and f"--resume {killed}" in error, error
+    assert done() >= 1
+
+    chief, worker = _finish(_cli_cluster(tmp_path, "--resume", killed))
+    assert "trained 3 epochs" in chief, chief[-3000:]
+    assert runs.weights_digest(rundir.load_model(killed, "last")) == digest
+    assert f"final weights sha256 {digest}" in worker, worker[-3000:]
+    assert len((killed / "metrics.csv").read_text().splitlines()) == 1 + 3

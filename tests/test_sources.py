@@ -218,3 +218,35 @@ def test_npz_member_offsets_survive_other_members(tmp_path, pixels):
         with z.open("x.npy", "w") as f:
             np.lib.format.write_array(f, x)
     np.testing.assert_array_equal(sources.NpySource(tmp_path / "m.npz", member="x").read([5, 6]), x[[5, 6]])
+
+
+def test_worker_parts_of_every_source_make_the_single_device_batches(tmp_path, pixels):
+    """A multi-worker run's pipelines (`shard=(i, 2)`): concatenated, the two
+    parts are exactly the batches one device gets (order, labels, dynamic
+    binarisation and perturbation noise), for an array, a streamed .npy and a
+    prepared TFRecord split; a .npy worker reads only its half of each batch."""
+    import tensorflow as tf
+
+    from kvae.data import pipeline
+
+    x, y = pixels
+    np.save(tmp_path / "d.npy", x)
+    sources.prepare(tmp_path / "d.npy", tmp_path / "prep", shard_bytes=10_000, verbose=0)
+    npy = sources.Subset(sources.open_source(tmp_path / "d.npy"), np.arange(400), 255.0, "test")
+    reads = []
+    real_read = npy.read
+    npy.read = lambda idx: (reads.append(len(idx)), real_read(idx))[1]
+    epoch = tf.Variable(3, dtype=tf.int64)
+    for data, labels in [(x.astype("float32") / 255, y), (npy, y), (sources.TFRecordSource(tmp_path / "prep"), True)]:
+        kw = dict(batch_size=32, seed=7, dynamic_binarize=True, epoch=epoch, perturb=0.2)
+        whole = list(pipeline(data, labels, drop_remainder=True, **kw).as_numpy_iterator())
+        reads.clear()
+        parts = [list(pipeline(data, labels, shard=(i, 2), **kw).as_numpy_iterator()) for i in range(2)]
+        assert len(whole) == len(parts[0]) == len(parts[1]) >= 10
+        if data is npy:
+            assert set(reads) == {16}  # each worker reads only its 16 rows of a batch of 32
+        for w, a, b in zip(whole, *parts):
+            np.testing.assert_array_equal(w[0], np.concatenate([a[0], b[0]]))
+            np.testing.assert_array_equal(w[1], np.concatenate([a[1], b[1]]))
+    with pytest.raises(DataError, match="batch size 30 cannot be split into 4 equal parts"):
+        pipeline(x.astype("float32"), batch_size=30, shard=(0, 4))
