@@ -36,6 +36,15 @@ __all__ = ["prepare_data", "prepare_inputs", "stream_inputs", "build_model", "tr
            "weights_digest"]
 #: settings that may change when a run is resumed (everything else is the run)
 # ------------------------------------------------------------------ data
+def _needs_unit_interval(cfg):
+    """What in the run needs pixels in [0, 1] (for messages), or None."""
+    from kvae import distributions
+
+    likelihood = distributions.get_likelihood(cfg.likelihood)
+    return (f"the {likelihood.name} likelihood" if likelihood.unit_interval
+            else f"--binarize {cfg.binarization}" if cfg.binarization != "none" else None)
+
+
 def prepare_data(cfg):
     """The dataset of a run, checked whole (every split) and binarised as configured.
 
@@ -50,11 +59,7 @@ def prepare_data(cfg):
         kvae.data.Dataset, validation and test binarised once (fixed draws),
         train as configured (a 'dynamic' draw happens in the pipeline).
     """
-    from kvae import distributions
-
-    likelihood = distributions.get_likelihood(cfg.likelihood)
-    unit = (f"the {likelihood.name} likelihood" if likelihood.unit_interval
-            else f"--binarize {cfg.binarization}" if cfg.binarization != "none" else None)
+    unit = _needs_unit_interval(cfg)
     mode = cfg.binarization
     # Validation and test get one fixed draw, so their ELBO is comparable across epochs.
     fixed = "static" if mode == "dynamic" else mode
@@ -87,12 +92,8 @@ def prepare_inputs(cfg, source, input_shape):
     Returns:
         (x float32 [N, *input_shape], labels or None, description).
     """
-    from kvae import distributions
-
     x, y, where = kdata.read_inputs(source, data_dir=cfg.data_dir)
-    likelihood = distributions.get_likelihood(cfg.likelihood)
-    unit = (f"the {likelihood.name} likelihood" if likelihood.unit_interval
-            else f"--binarize {cfg.binarization}" if cfg.binarization != "none" else None)
+    unit = _needs_unit_interval(cfg)
     kdata.check(x, None, input_shape=tuple(input_shape), unit_interval=unit, where=where)
     mode = "static" if cfg.binarization == "dynamic" else cfg.binarization
     return kdata.binarize(x, mode, cfg.seed + 2), y, where
@@ -111,11 +112,9 @@ def stream_inputs(cfg, source, input_shape):
         (a Subset or TFRecordSource, labels: True if it has labels else None,
         binarize: whether to draw a fixed binarisation, description).
     """
-    from kvae import distributions, sources
+    from kvae import sources
 
-    likelihood = distributions.get_likelihood(cfg.likelihood)
-    unit = (f"the {likelihood.name} likelihood" if likelihood.unit_interval
-            else f"--binarize {cfg.binarization}" if cfg.binarization != "none" else None)
+    unit = _needs_unit_interval(cfg)
     src = sources.open_source(source)
     shape = tuple(src.shape) + ((1,) if len(src.shape) == 2 else ())
     kdata.check_shape((0, *shape), tuple(input_shape), src.where)

@@ -240,18 +240,6 @@ def test_cli_export_bad_inputs_are_one_line_exit_2(exported, tmp_path, capsys):
         assert message in err and len(err.splitlines()) == 1, err
 
 
-def test_cli_export_of_a_run_directory(tmp_path, capsys):
-    run = tmp_path / "run"
-    assert cli.main(["train", "--dataset", "digits", "--epochs", "1", "--latent-dim", "2", "--quiet",
-                     "--out", str(run)]) == 0
-    capsys.readouterr()
-    assert cli.main(["export", str(run), "--format", "onnx,tflite", "--out", str(tmp_path / "e")]) == 0
-    printed = capsys.readouterr().out
-    assert "tflite_int8" in printed and "onnx" in printed and "savedmodel" not in printed.split("artifact")[1]
-    meta = json.loads((tmp_path / "e" / "metadata.json").read_text())
-    assert meta["training_summary"]["test_elbo"] < 0  # the run's summary travels with the artifacts
-
-
 def test_full_int8_continuous_bernoulli_is_refused_up_front(exported, tmp_path):
     model, _, _ = exported["continuous_bernoulli"]
     model.save(tmp_path / "cb.keras")
