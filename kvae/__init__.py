@@ -35,7 +35,8 @@ import importlib
 __version__ = "0.1.0"
 
 _SUBMODULES = ("anomaly", "callbacks", "config", "data", "distributions", "evaluate", "exporters", "extras", "files", "latent",
-               "model", "networks", "objectives", "plots", "priors", "registry", "replicas", "rundir", "runs", "scoring", "sources")
+               "model", "networks", "objectives", "plots", "priors", "registry", "replicas", "rundir", "runs", "scoring", "sources",
+               "tfds_stream")
 
 __all__ = ["VAE", "load_model", "__version__", *_SUBMODULES]
 

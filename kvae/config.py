@@ -148,11 +148,13 @@ class TrainConfig:
 
     @property
     def streamed(self):
-        """Whether the training split is read from disk (`--stream`, a .npy, a prepared folder)."""
+        """Whether the training split is read from disk (`--stream`, a .npy, a prepared
+        folder, the directory of prepared TFDS data)."""
         from pathlib import Path
 
         path = Path(str(self.dataset)).expanduser()
-        return self.stream or path.suffix == ".npy" or (path / "kvae-data.json").is_file()
+        return (self.stream or path.suffix == ".npy" or (path / "kvae-data.json").is_file()
+                or (path / "dataset_info.json").is_file())
 
     @property
     def binarization(self):

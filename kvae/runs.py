@@ -66,7 +66,8 @@ def prepare_data(cfg):
     if cfg.streamed:  # train is read and checked batch by batch; the held-out splits are in memory
         from kvae import sources
 
-        ds = sources.load(cfg.dataset, seed=cfg.seed, unit=unit, threshold=mode == "threshold")
+        ds = sources.load(cfg.dataset, seed=cfg.seed, unit=unit, threshold=mode == "threshold",
+                          data_dir=cfg.data_dir)
         if cfg.conditional and ds.num_classes is None:
             raise RunError(f"--conditional needs labels, and {cfg.dataset} has none.")
     else:

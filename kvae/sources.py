@@ -38,6 +38,7 @@ Example:
 
 import json
 import os
+import re
 import zipfile
 from pathlib import Path
 
@@ -47,7 +48,8 @@ from kvae.data import IMAGE_SUFFIXES, DataError
 from kvae.extras import require
 
 __all__ = ["Source", "ArraySource", "NpySource", "ImageFolderSource", "TFRecordSource", "Subset",
-           "open_source", "is_streamable", "split_indices", "scale_of", "load", "prepare", "as_data_error", "MANIFEST", "SAMPLE_ROWS"]
+           "open_source", "is_streamable", "split_indices", "scale_of", "load", "prepare", "as_data_error", "block_shuffle",
+           "MANIFEST", "SAMPLE_ROWS"]
 
 MANIFEST = "kvae-data.json"
 SAMPLE_ROWS = 10_000  # rows read up front to decide the pixel scale
@@ -312,15 +314,27 @@ class TFRecordSource:
                 order = tf.map_fn(lambda i: tf.random.experimental.index_shuffle(
                     i, tf.stack([key, tf.constant(7, tf.int64)]), len(self.files) - 1), order)
             ds = tf.data.TFRecordDataset(tf.gather(files, order)).map(parse)
-            if not shuffle:
-                return ds
-            # a bounded, stateless shuffle: each block of `buffer` records is permuted by (seed, epoch, block)
-            blocks = ds.batch(buffer).enumerate().map(lambda b, block: tuple(
-                tf.gather(t, tf.random.experimental.stateless_shuffle(
-                    tf.range(tf.shape(block[0])[0]), seed=tf.stack([key, b]))) for t in block))
-            return blocks.unbatch()
+            return block_shuffle(ds, key, buffer) if shuffle else ds
 
         return tf.data.Dataset.from_tensors(0).flat_map(one_pass)
+
+
+def block_shuffle(ds, key, buffer):
+    """A bounded, stateless shuffle of a sequential dataset of tuples: each
+    block of `buffer` consecutive elements is permuted by a draw from (key, block).
+
+    Args:
+        ds: tf.data.Dataset of tuples of tensors; key: int64 scalar tensor; buffer: int.
+
+    Returns:
+        tf.data.Dataset.
+    """
+    import tensorflow as tf
+
+    blocks = ds.batch(buffer).enumerate().map(lambda b, block: tuple(
+        tf.gather(t, tf.random.experimental.stateless_shuffle(
+            tf.range(tf.shape(block[0])[0]), seed=tf.stack([key, b]))) for t in block))
+    return blocks.unbatch()
 
 
 def is_streamable(name):
@@ -483,7 +497,7 @@ def scale_of(source):
     return divisor, (f"{note} (decided from the first {min(source.n, SAMPLE_ROWS)} examples)" if note else None)
 
 
-def load(name, validation_fraction=0.1, seed=0, unit=None, threshold=False):
+def load(name, validation_fraction=0.1, seed=0, unit=None, threshold=False, data_dir=None):
     """A `kvae.data.Dataset` whose train split streams from disk.
 
     The train split is a `Subset` (or, for a prepared folder, its
@@ -494,17 +508,23 @@ def load(name, validation_fraction=0.1, seed=0, unit=None, threshold=False):
     checked here, before any training step.
 
     Args:
-        name: a path `open_source` reads; validation_fraction: float in (0, 1);
-        seed: int; unit: what needs values in [0, 1], or None;
-        threshold: binarise as `kvae.data.binarize(x, 'threshold')` when read.
+        name: a path `open_source` reads, or prepared TFDS data (`kvae.tfds_stream`:
+        a dataset name or the directory holding its dataset_info.json);
+        validation_fraction: float in (0, 1); seed: int; unit: what needs values
+        in [0, 1], or None; threshold: binarise as `kvae.data.binarize(x,
+        'threshold')` when read; data_dir: where prepared TFDS data lives.
 
     Returns:
         kvae.data.Dataset.
     """
+    from kvae import tfds_stream
     from kvae.data import Dataset, check, labels_array
 
     if not 0 < validation_fraction < 1:
         raise DataError(f"validation_fraction must be in (0, 1), got {validation_fraction}.")
+    prepared = tfds_stream.find_prepared(name, data_dir)
+    if prepared is not None:
+        return tfds_stream.load(name, prepared, validation_fraction, unit, threshold)
     src = open_source(name)
     notes = [f"streamed from disk ({type(src).__name__})"]
     if isinstance(src, TFRecordSource):
@@ -638,7 +658,9 @@ def as_data_error(error):
     """
     text = str(error)
     if "DataError: " in text:
-        return DataError(text.split("DataError: ", 1)[1].splitlines()[0])
+        line = text.split("DataError: ", 1)[1].splitlines()[0]
+        # a tf.debugging.Assert's data prints as "message] [value]"
+        return DataError(re.sub(r"\] \[(-?\d+)\]\s*$", r" \1.", line))
     if type(error).__name__ == "DataLossError":
         first = text.strip().splitlines()[0] if text.strip() else "unreadable record"
         return DataError(f"A TFRecord shard is damaged ({first}); prepare the data again with `kvae data prepare`.")

@@ -3,6 +3,7 @@ trains the same weights; resume from a streamed source is exact; damaged
 files are named before or while they are read."""
 
 import json
+import re
 import zipfile
 from pathlib import Path
 
@@ -250,3 +251,107 @@ def test_worker_parts_of_every_source_make_the_single_device_batches(tmp_path, p
             np.testing.assert_array_equal(w[1], np.concatenate([a[1], b[1]]))
     with pytest.raises(DataError, match="batch size 30 cannot be split into 4 equal parts"):
         pipeline(x.astype("float32"), batch_size=30, shard=(0, 4))
+
+
+@pytest.fixture(scope="module")
+def tfds_prepared(tmp_path_factory, pixels):
+    """A small image dataset prepared by TFDS itself (offline: a builder
+    defined here), as `tfds build` leaves one on disk."""
+    import tensorflow_datasets as tfds
+
+    x, y = pixels
+
+    class TinyDigits(tfds.core.GeneratorBasedBuilder, skip_registration=True):
+        VERSION = tfds.core.Version("1.0.0")
+
+        def _info(self):
+            return tfds.core.DatasetInfo(builder=self, features=tfds.features.FeaturesDict({
+                "image": tfds.features.Image(shape=(8, 8, 1)), "label": tfds.features.ClassLabel(num_classes=10)}))
+
+        def _split_generators(self, dl_manager):
+            return {"train": self._generate_examples(0, 340), "test": self._generate_examples(340, 400)}
+
+        def _generate_examples(self, lo, hi):
+            for i in range(lo, hi):
+                yield i, {"image": x[i, :, :, None], "label": int(y[i])}
+
+    root = tmp_path_factory.mktemp("tfds")
+    builder = TinyDigits(data_dir=str(root))
+    builder.download_and_prepare()
+    return root, Path(builder.data_dir)
+
+
+def test_prepared_tfds_data_streams_by_name_or_directory(tfds_prepared, pixels, tmp_path):
+    """TFDS prepared splits stream (no download, no builder code needed): by
+    name under --data-dir or by directory; TFDS's splits (validation: the
+    last 10% of train; test: test), an order that is a function of (seed,
+    epoch), and `kvae train --stream` trains from it."""
+    import tensorflow as tf
+
+    from kvae import tfds_stream
+
+    root, directory = tfds_prepared
+    x, y = pixels
+    assert tfds_stream.find_prepared("tiny_digits", root) == directory
+    assert tfds_stream.find_prepared("tiny_digits", tmp_path) is None
+    ds = sources.load(str(directory), seed=0)
+    assert (len(ds.train[0]), len(ds.validation[0]), len(ds.test[0]), ds.num_classes) == (306, 34, 60, 10)
+    assert ds.input_shape == (8, 8, 1)
+    train, epoch = ds.train[0], tf.Variable(0, dtype=tf.int64)
+
+    def one_epoch():
+        got = list(train.dataset(seed=3, epoch=epoch, buffer=64).as_numpy_iterator())
+        return np.stack([g[0] for g in got]), np.array([g[1] for g in got]), np.array([g[2] for g in got])
+
+    px, labels, pos = one_epoch()
+    assert sorted(pos) == list(range(306)) and list(pos) != list(range(306))
+    label_of = {}
+    for image, label in zip(x[:340], y[:340]):
+        label_of.setdefault(bytes(image), set()).add(int(label))
+    assert all(int(lab) in label_of[bytes(p)] for p, lab in zip(px, labels))  # TFDS's train examples, labelled
+    np.testing.assert_array_equal(one_epoch()[2], pos)
+    epoch.assign(1)
+    assert list(one_epoch()[2]) != list(pos)
+    # validation holds examples of train that the training split does not
+    val = {bytes((v[..., 0] * 255).round().astype(np.uint8)) for v in ds.validation[0]}
+    assert not val & {bytes(p) for p in px}
+
+    assert _train("tiny_digits", tmp_path / "run", "--stream", "--data-dir", str(root), epochs=2) == 0
+    assert len((tmp_path / "run" / "metrics.csv").read_text().splitlines()) == 3
+    assert "TFDS" in json.loads((tmp_path / "run" / "config.json").read_text())["data"]["source"]
+
+
+def test_a_late_out_of_scale_tfds_example_stops_the_run_naming_it(tmp_path, monkeypatch, capsys):
+    """0/1 TFDS images with one 0..255 example after the rows that set the
+    scale: training stops with one line naming the dataset and the position."""
+    import tensorflow_datasets as tfds
+
+    from kvae import sources as ksources
+
+    images = (np.random.default_rng(0).uniform(size=(80, 8, 8, 1)) > 0.5).astype(np.uint8)
+    images[50] *= 255
+
+    class BinaryDigits(tfds.core.GeneratorBasedBuilder, skip_registration=True):
+        VERSION = tfds.core.Version("1.0.0")
+
+        def _info(self):
+            return tfds.core.DatasetInfo(builder=self, features=tfds.features.FeaturesDict(
+                {"image": tfds.features.Image(shape=(8, 8, 1))}))
+
+        def _split_generators(self, dl_manager):
+            return {"train": self._generate_examples()}
+
+        def _generate_examples(self):
+            for i, image in enumerate(images):
+                yield i, {"image": image}
+
+    builder = BinaryDigits(data_dir=str(tmp_path / "tfds"))
+    builder.download_and_prepare()
+    monkeypatch.setattr(ksources, "SAMPLE_ROWS", 4)  # the scale is decided from the first 4 rows
+    run = tmp_path / "run"
+    capsys.readouterr()
+    assert _train(builder.data_dir, run, "--batch-size", "8") == cli.EXIT_BAD_INPUT
+    error = capsys.readouterr().err.strip()
+    assert re.fullmatch(r"kvae train: error: \S+/binary_digits/1\.0\.0 \(train\[:\d+\]\): integer pixels above 1 "
+                        r"where the first rows were all 0/1, in the example at position \d+\.", error), error
+    assert not run.exists()  # a new run that failed in its first epoch leaves nothing
