@@ -56,7 +56,8 @@ def _parser():
                    help="allow downloading when not found offline")
     t.add_argument("--stream", action="store_true", default=None,
                    help="read the training split from disk a batch at a time (data larger than memory; "
-                        "always so for a .npy file and a folder written by `kvae data prepare`)")
+                        "always so for a .npy file and a folder written by `kvae data prepare`); with a "
+                        "dataset name, its prepared TFDS data (--data-dir, $TFDS_DATA_DIR, ~/tensorflow_datasets)")
     t.add_argument("--out", help="run directory to create")
     t.add_argument("--resume", metavar="RUN_DIR",
                    help="continue this run from its last finished epoch (only --epochs, --data-dir and "

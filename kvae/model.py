@@ -18,6 +18,12 @@ from kvae import callbacks, data, distributions, networks, objectives, priors, r
 
 __all__ = ["VAE"]
 
+#: `VAE.compile`'s XLA setting on one device when `jit_compile` is not given.
+#: The test suite sets it False in its own process (a third less time per
+#: compiled model); the commands, notebooks and README blocks it runs in
+#: subprocesses keep XLA.
+JIT_DEFAULT = True
+
 
 def _checked_sizes(input_shape, latent_dim, num_classes):
     """(input_shape tuple, latent_dim int, num_classes int or None), or a ValueError naming the bad one."""
@@ -258,7 +264,7 @@ class VAE(keras.Model):
         if kwargs.get("loss") is not None:
             raise ValueError("A VAE computes its own loss (its objective's): do not pass `loss`.")
         if jit_compile is None:
-            jit_compile = "auto" if tf.distribute.has_strategy() else True
+            jit_compile = "auto" if tf.distribute.has_strategy() else JIT_DEFAULT
         super().compile(optimizer=optimizer, jit_compile=jit_compile, **kwargs)
 
     def compile_from_config(self, config):

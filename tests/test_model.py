@@ -148,3 +148,26 @@ def test_every_public_module_is_reachable_after_import_kvae():
             "kvae.priors.SphericalUniform, kvae.distributions.PowerSpherical\n")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr[-2000:]
+
+
+def test_compile_turns_xla_on_by_default_on_one_device():
+    """What users get, in a fresh process (this suite's own process compiles
+    without XLA, see conftest.py): XLA on one device, off under a strategy
+    (Keras resolves "auto" to False there)."""
+    import os
+    import subprocess
+    import sys
+
+    code = """
+import tensorflow as tf, kvae
+single = kvae.VAE((8, 8, 1), 2)
+single.compile()
+with tf.distribute.MirroredStrategy(["/cpu:0"]).scope():
+    mirrored = kvae.VAE((8, 8, 1), 2)
+    mirrored.compile()
+print(single.jit_compile, mirrored.jit_compile)
+"""
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300,
+                         env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.split()[-2:] == ["True", "False"]
