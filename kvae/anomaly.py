@@ -66,7 +66,7 @@ import numpy as np
 import tensorflow as tf
 import tensorflow_probability as tfp
 
-from kvae import evaluate, registry, replicas
+from kvae import evaluate, objectives, registry, replicas
 from kvae.extras import require
 
 tfd = tfp.distributions
@@ -150,12 +150,9 @@ def _kl(model, params, seed, draws=16):
     """KL(q || p) [B] at posterior parameters [B, num_params]: analytic where
     TFP has it, else the mean of `draws` seeded draws."""
     q, prior = model.posterior.distribution(params), model.prior.distribution(model)
-    try:
-        return tfd.kl_divergence(q, prior)
-    except NotImplementedError:
-        eps = replicas.noise(seed, tf.shape(params)[0], [draws, model.latent_dim])
-        z = model.posterior.sample(params, tf.transpose(eps, [1, 0, 2]), seed)
-        return tf.reduce_mean(q.log_prob(z) - prior.log_prob(z), axis=0)
+    eps = replicas.noise(seed, tf.shape(params)[0], [draws, model.latent_dim])
+    z, log_qz = model.posterior.sample_and_log_prob(params, tf.transpose(eps, [1, 0, 2]), seed)
+    return objectives.kl_divergence(q, prior, log_qz, prior.log_prob(z))
 
 
 class NegativeELBO(Score):

@@ -71,6 +71,8 @@ class Posterior(_Named):
     """
 
     support = "euclidean"
+    #: whether `distribution(params)` is a `tfd.Distribution` (a VampPrior mixes them)
+    closed_form = True
 
     def check(self, model):
         """Raise ValueError if the model's other parts do not suit this posterior."""
@@ -103,6 +105,17 @@ class Posterior(_Named):
         """
         return self.reparameterize(params, eps)
 
+    def sample_and_log_prob(self, params, eps, seed):
+        """`sample`'s draws z [k, B, latent_dim] and log q(z|x) at them [k, B].
+        A flow overrides this: it knows the density of its draws without
+        inverting itself."""
+        z = self.sample(params, eps, seed)
+        return z, self.log_prob(params, z)
+
+    def log_prob(self, params, z):
+        """log q(z|x) [..., B] at any z [..., B, latent_dim]."""
+        return self.distribution(params).log_prob(z)
+
     def mode_stddev(self, params):
         """The mode of q (the mean, for Gaussians) and the marginal standard
         deviations, each [B, latent_dim]."""
@@ -121,9 +134,12 @@ class DiagonalGaussian(Posterior):
     def num_params(self, latent_dim):
         return 2 * latent_dim
 
-    def _split(self, params):
+    def mean_log_var(self, params):
+        """(mean, clamped log-variance), each [B, latent_dim]."""
         mean, log_var = tf.split(_f32(params), 2, axis=-1)
         return mean, tf.clip_by_value(log_var, LOG_VAR_MIN, LOG_VAR_MAX)
+
+    _split = mean_log_var
 
     def mode_stddev(self, params):
         mean, log_var = self._split(params)

@@ -123,6 +123,14 @@ class VAE(keras.Model):
         self.prior.distribution(self)
         self.built = True
 
+    @property
+    def encoder_variables(self):
+        """The trainable variables of q(z|x): the encoder body, the posterior
+        head and the posterior's own layers (a flow's); the rest (decoder,
+        prior) are the generative model's. DReG treats the two differently."""
+        parts = [self.encoder, self.posterior_head] + ([self.posterior] if isinstance(self.posterior, keras.layers.Layer) else [])
+        return [v for part in parts for v in part.trainable_variables]
+
     def build(self, input_shape=None):  # weights are created in __init__
         self.built = True
 
@@ -213,15 +221,14 @@ class VAE(keras.Model):
         prior = self.prior.distribution(self)  # once: the VampPrior encodes its pseudo-inputs here
         if q_params is None:
             q_params = self.encode_params(x, labels, training=training)
-        q = self.posterior.distribution(q_params)
-        z = self.posterior.sample(q_params, eps, seed)
+        z, log_qz = self.posterior.sample_and_log_prob(q_params, eps, seed)
         rep_labels = None if labels is None else tf.tile(tf.reshape(labels, [-1]), [tf.shape(z)[0]])
         x_params = self.decode_params(tf.reshape(z, [-1, self.latent_dim]), rep_labels, training=training)
         x_params = tf.reshape(x_params, tf.concat([tf.shape(z)[:2], self.param_shape], 0))
         log_px_z = self.likelihood.distribution(x_params, len(self.data_shape)).log_prob(tf.cast(x, tf.float32))
-        log_pz, log_qz = prior.log_prob(z), q.log_prob(z)
-        return objectives.Terms(log_px_z, log_pz, log_qz, objectives.kl_divergence(q, prior, log_qz, log_pz),
-                                q_params, self.posterior, self.prior)
+        log_pz = prior.log_prob(z)
+        kl = objectives.kl_divergence(self.posterior.distribution(q_params), prior, log_qz, log_pz)
+        return objectives.Terms(log_px_z, log_pz, log_qz, kl, q_params, self.posterior, self.prior, z)
 
     @property
     def metrics(self):
@@ -245,10 +252,10 @@ class VAE(keras.Model):
 
     def train_step(self, data_batch):
         seed = tf.stack([tf.constant(self.seed, tf.int64), tf.cast(self.optimizer.iterations, tf.int64)])
-        with tf.GradientTape() as tape:
+        with tf.GradientTape(persistent=self.objective.persistent_tape) as tape:
             loss, per_example, terms = self._step(data_batch, seed, True)
             scaled = self.optimizer.scale_loss(loss)
-        grads = tape.gradient(scaled, self.trainable_variables)
+        grads = self.objective.gradients(tape, scaled, terms, self)
         self.optimizer.apply_gradients(zip(grads, self.trainable_variables))
         return self._logs(per_example, terms)
 

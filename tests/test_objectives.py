@@ -171,7 +171,7 @@ def test_active_units_on_a_constructed_posterior():
 
 @pytest.mark.parametrize("kwargs, match", [
     (dict(num_samples=0), "num_samples must be >= 1"),
-    (dict(objective="vimco"), "Unknown objective 'vimco'. Choose one of: elbo, iwae"),
+    (dict(objective="vimco"), "Unknown objective 'vimco'. Choose one of: dreg, elbo, iwae"),
     (dict(free_bits=-1.0), "free_bits must be a finite number >= 0"),
     (dict(beta=float("nan")), "beta must be a finite number >= 0"),
     (dict(free_bits=0.5, objective="iwae", num_samples=2), "apply to the 'elbo' objective, not to 'iwae'"),
