@@ -19,7 +19,10 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-__all__ = ["log_weights", "log_likelihood", "posterior_modes", "active_units", "summary"]
+__all__ = ["log_weights", "log_likelihood", "posterior_modes", "active_units", "summary", "ROWS_BY_COMPONENTS"]
+
+#: log_likelihood's bound on (examples x samples x prior components) per call
+ROWS_BY_COMPONENTS = 2**22
 
 
 def log_weights(model, x, labels, k, seed):
@@ -43,7 +46,10 @@ def log_likelihood(model, x, labels=None, k=1000, chunk=100, batch_size=256, see
         log p(x) ~= log (1/k) sum_i p(x|z_i) p(z_i) / q(z_i|x),  z_i ~ q(z|x)
 
     The k samples are drawn `chunk` at a time and combined by a running
-    log-sum-exp, so memory is bounded by batch_size x chunk whatever k is.
+    log-sum-exp, so memory is bounded by batch_size x chunk whatever k is;
+    with a mixture prior of K components (`prior.num_components`) fewer
+    samples go in a call, so that batch_size x samples x K stays under
+    `ROWS_BY_COMPONENTS` and memory does not grow with K either.
     The estimate is a lower bound in expectation (the IWAE bound L_k), which
     tightens towards log p(x) as k grows. Every (batch, chunk) gets its own
     int64 seed, hashed whole for samplers that take int32 seeds.
@@ -65,6 +71,8 @@ def log_likelihood(model, x, labels=None, k=1000, chunk=100, batch_size=256, see
         raise ValueError("chunk and batch_size must be >= 1.")
     x = np.asarray(x, np.float32)
     model.check_inputs(x[:1], None if labels is None else labels[:1])
+    components = int(getattr(model.prior, "num_components", 1))
+    chunk = max(1, min(int(chunk), ROWS_BY_COMPONENTS // (int(batch_size) * components)))
 
     @tf.function(reduce_retracing=True)
     def chunk_lse(xb, lb, n, seed):

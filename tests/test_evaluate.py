@@ -95,3 +95,35 @@ def test_bad_arguments(x):
         evaluate.log_likelihood(model, x, k=0)
     with pytest.raises(ValueError, match="does not match the model's input_shape"):
         evaluate.log_likelihood(model, np.zeros((2, 5), "float32"))
+
+
+_MEMORY_SCRIPT = r"""
+import numpy as np, kvae
+from pathlib import Path
+def peak_mb():  # VmHWM: this process's own peak (ru_maxrss may carry a parent's)
+    status = Path("/proc/self/status").read_text().splitlines()
+    return next(int(line.split()[1]) for line in status if line.startswith("VmHWM")) / 1024
+x = np.random.default_rng(0).integers(0, 2, (512, 8, 8, 1)).astype("float32")
+peaks = []
+for components, bound in ((50, None), (4000, None), (4000, 2**40)):
+    if bound:
+        kvae.evaluate.ROWS_BY_COMPONENTS = bound  # as if evaluation did not size its calls by K
+    model = kvae.VAE((8, 8, 1), 8, encoder=kvae.networks.mlp([32]), decoder=kvae.networks.mlp([32]),
+                     prior=kvae.priors.VampPrior(8, (8, 8, 1), num_pseudo_inputs=components))
+    kvae.evaluate.log_likelihood(model, x, k=300, batch_size=256)
+    peaks.append(peak_mb())
+print(*peaks)
+"""
+
+
+def test_importance_sampling_memory_does_not_grow_with_mixture_components():
+    import subprocess
+    import sys
+
+    out = subprocess.run([sys.executable, "-c", _MEMORY_SCRIPT], capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stderr[-2000:]
+    k50, k4000, unbounded = map(float, out.stdout.split()[-3:])
+    # 80x the components (and 80x the pseudo-inputs' own weights, 12 MB): measured +58 MB, from the
+    # model and one [rows, K] block under evaluate.ROWS_BY_COMPONENTS; without that bound, +1.6 GB
+    assert k4000 - k50 < 150, (k50, k4000)
+    assert unbounded - k4000 > 500, (k4000, unbounded)  # the check can fail
