@@ -34,8 +34,8 @@ import importlib
 
 __version__ = "0.1.0"
 
-_SUBMODULES = ("anomaly", "callbacks", "config", "data", "distributions", "evaluate", "exporters", "extras", "files", "latent",
-               "model", "networks", "objectives", "plots", "priors", "registry", "replicas", "rundir", "runs", "scoring", "sources",
+_SUBMODULES = ("anomaly", "callbacks", "config", "data", "distributions", "evaluate", "exporters", "extras", "files", "flows", "hierarchical", "latent",
+               "model", "networks", "objectives", "plots", "priors", "recipes", "registry", "replicas", "rundir", "runs", "scoring", "sources",
                "tfds_stream")
 
 __all__ = ["VAE", "load_model", "__version__", *_SUBMODULES]

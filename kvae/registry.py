@@ -32,6 +32,8 @@ KINDS = {
     "objective": ("kvae.objectives", "Objective"),
     "score": ("kvae.anomaly", "Score"),
 }
+#: modules whose parts build on the ones above (posteriors and priors of flows, two layers): loaded with every kind
+PLUGINS = ("kvae.flows", "kvae.hierarchical")
 _TABLES = {kind: {} for kind in KINDS}
 
 
@@ -61,6 +63,9 @@ def register(kind, name):
 def _load(kind):
     module, base = KINDS[kind]
     module = importlib.import_module(module)  # registers the kind's names
+    if kind in ("posterior", "prior"):
+        for plugin in PLUGINS:
+            importlib.import_module(plugin)
     return None if base is None else getattr(module, base)
 
 
