@@ -1,0 +1,245 @@
+"""Two stochastic layers, as a posterior and a prior over z = [z2, z1]
+(Tomczak and Welling's HVAE, 2018): the VAE's decoder reads both layers,
+p(x | z1, z2), and nothing else in the model changes.
+
+    posterior   q(z2|x) q(z1|x, z2)    q(z2|x) = N(mu2(x), sigma2(x)^2) from the encoder head,
+                                        q(z1|x, z2) = N(mu1, sigma1^2) = MLP([h(x), z2])
+    prior       p(z2) p(z1|z2)          p(z2) = VampPrior: 1/K sum_k q(z2|u_k) (pseudo-inputs u_k),
+                                        p(z1|z2) = N(m(z2), s(z2)^2) = MLP(z2)
+
+The top layer z2 holds the first `top_dim` coordinates of z (half of
+latent_dim by default). Log-variances are clamped as everywhere in kvae.
+
+Example:
+    >>> import kvae
+    >>> model = kvae.VAE((8, 8, 1), latent_dim=4, posterior="hierarchical", prior="hierarchical_vamp")
+    >>> tuple(model.sample(2, seed=0).shape)
+    (2, 8, 8, 1)
+"""
+
+import math
+
+import keras
+import tensorflow as tf
+
+from kvae import registry
+from kvae.distributions import LOG_VAR_MAX, LOG_VAR_MIN, Posterior
+from kvae.priors import DiagonalMixture, Prior
+
+__all__ = ["HierarchicalPosterior", "HierarchicalVampPrior"]
+
+
+def _normal_log_prob(z, mean, log_var):
+    """log N(z; mean, diag(exp(log_var))) summed over the last axis."""
+    return -0.5 * tf.reduce_sum(tf.square(z - mean) * tf.exp(-log_var) + log_var + math.log(2.0 * math.pi), axis=-1)
+
+
+def _mean_log_var(out):
+    mean, log_var = tf.split(tf.cast(out, tf.float32), 2, axis=-1)
+    return mean, tf.clip_by_value(log_var, LOG_VAR_MIN, LOG_VAR_MAX)
+
+
+def _top_dim(latent_dim, top_dim):
+    top = int(latent_dim) // 2 if top_dim is None else int(top_dim)
+    if int(latent_dim) < 2 or not 1 <= top < int(latent_dim):
+        raise ValueError(f"Two stochastic layers need latent_dim >= 2 and 1 <= top_dim < latent_dim, got "
+                         f"latent_dim={latent_dim}, top_dim={top_dim}.")
+    return top
+
+
+class _MLP(keras.layers.Layer):
+    """Dense(hidden_units, relu) -> Dense(out), float32, on inputs of any rank."""
+
+    def __init__(self, hidden_units, out, input_dim, **kwargs):
+        super().__init__(dtype="float32", **kwargs)
+        self.hidden = keras.layers.Dense(hidden_units, activation="relu", dtype="float32", name="hidden")
+        self.out = keras.layers.Dense(out, dtype="float32", name="out")
+        self.hidden.build((None, input_dim))
+        self.out.build((None, hidden_units))
+
+    def build(self, input_shape=None):
+        self.built = True
+
+    def call(self, x):
+        return self.out(self.hidden(x))
+
+
+def _mlp(hidden_units, out, input_dim, name):
+    return _MLP(hidden_units, out, input_dim, name=name)
+
+
+@keras.saving.register_keras_serializable(package="kvae")
+class HierarchicalPosterior(Posterior, keras.layers.Layer):
+    """q(z2|x) q(z1|x, z2) (the module docstring has the math). The encoder
+    head gives [mu2, log sigma2^2, h(x)] (2 top_dim + context_dim numbers);
+    this layer's MLP (one hidden layer of `hidden_units` ReLUs) maps [h(x), z2]
+    to q(z1|x, z2)'s mean and log-variance. `mode_stddev` is z2 = mu2 and
+    z1 = mu1(x, mu2), with the conditional standard deviations.
+
+    Args:
+        top_dim: int or None (latent_dim // 2).
+        context_dim: int >= 1, size of h(x).
+        hidden_units: int >= 1.
+
+    Example:
+        >>> import kvae
+        >>> kvae.registry.get("posterior", "hierarchical")
+        HierarchicalPosterior(top_dim=None, context_dim=300, hidden_units=300)
+    """
+
+    name = "hierarchical"
+    closed_form = False
+
+    def __init__(self, top_dim=None, context_dim=300, hidden_units=300, **kwargs):
+        kwargs.setdefault("dtype", "float32")
+        kwargs.setdefault("name", "hierarchical")
+        keras.layers.Layer.__init__(self, **kwargs)
+        if int(context_dim) < 1 or int(hidden_units) < 1:
+            raise ValueError(f"context_dim and hidden_units must be >= 1, got {context_dim}, {hidden_units}.")
+        self.top_dim_arg = top_dim
+        self.context_dim, self.hidden_units = int(context_dim), int(hidden_units)
+        self.latent_dim = self.top_dim = None
+
+    def __repr__(self):
+        return Posterior.__repr__(self)
+
+    def get_config(self):
+        return {"top_dim": self.top_dim_arg, "context_dim": self.context_dim, "hidden_units": self.hidden_units}
+
+    def build(self, input_shape=None):
+        self.built = True
+
+    def num_params(self, latent_dim):
+        """2 top_dim + context_dim; the first call also makes the z1 network."""
+        if self.latent_dim is None:
+            self.latent_dim, self.top_dim = int(latent_dim), _top_dim(latent_dim, self.top_dim_arg)
+            self.bottom = _mlp(self.hidden_units, 2 * (self.latent_dim - self.top_dim),
+                               self.context_dim + self.top_dim, "q_z1")
+        elif self.latent_dim != int(latent_dim):
+            raise ValueError(f"This HierarchicalPosterior was built for latent_dim={self.latent_dim}, not {latent_dim}.")
+        return 2 * self.top_dim + self.context_dim
+
+    def top_mean_log_var(self, params):
+        """q(z2|x)'s (mean, clamped log-variance), each [B, top_dim]."""
+        params = tf.cast(params, tf.float32)
+        return params[..., :self.top_dim], tf.clip_by_value(params[..., self.top_dim:2 * self.top_dim],
+                                                             LOG_VAR_MIN, LOG_VAR_MAX)
+
+    def _bottom(self, params, z2):
+        """q(z1|x, z2)'s (mean, log-variance) for z2 [..., B, top_dim]."""
+        context = tf.cast(params, tf.float32)[..., 2 * self.top_dim:]
+        context = tf.broadcast_to(context, tf.concat([tf.shape(z2)[:-1], [self.context_dim]], 0))
+        return _mean_log_var(self.bottom(tf.concat([context, z2], axis=-1)))
+
+    def sample_and_log_prob(self, params, eps, seed=None):
+        eps = tf.cast(eps, tf.float32)
+        mean2, log_var2 = self.top_mean_log_var(params)
+        z2 = mean2 + tf.exp(0.5 * log_var2) * eps[..., :self.top_dim]
+        mean1, log_var1 = self._bottom(params, z2)
+        z1 = mean1 + tf.exp(0.5 * log_var1) * eps[..., self.top_dim:]
+        z = tf.concat([z2, z1], axis=-1)
+        return z, _normal_log_prob(z2, mean2, log_var2) + _normal_log_prob(z1, mean1, log_var1)
+
+    def sample(self, params, eps, seed=None):
+        return self.sample_and_log_prob(params, eps, seed)[0]
+
+    def log_prob(self, params, z):
+        z = tf.cast(z, tf.float32)
+        z2, z1 = z[..., :self.top_dim], z[..., self.top_dim:]
+        mean2, log_var2 = self.top_mean_log_var(params)
+        return _normal_log_prob(z2, mean2, log_var2) + _normal_log_prob(z1, *self._bottom(params, z2))
+
+    def distribution(self, params):
+        return _Density(lambda z: self.log_prob(params, z))
+
+    def mode_stddev(self, params):
+        mean2, log_var2 = self.top_mean_log_var(params)
+        mean1, log_var1 = self._bottom(params, mean2)
+        return tf.concat([mean2, mean1], -1), tf.exp(0.5 * tf.concat([log_var2, log_var1], -1))
+
+
+@keras.saving.register_keras_serializable(package="kvae")
+class HierarchicalVampPrior(Prior):
+    """p(z2) p(z1|z2): a VampPrior over the top layer (its components are the
+    posterior's q(z2|u_k) at K learned pseudo-inputs u_k in [0, 1]) and a
+    Gaussian p(z1|z2) whose mean and log-variance an MLP (one hidden layer of
+    `hidden_units` ReLUs) computes from z2. Needs the 'hierarchical' posterior
+    with the same top_dim. KL is a Monte Carlo estimate.
+
+    Args:
+        latent_dim: int >= 2; input_shape: one example's shape.
+        num_pseudo_inputs: int >= 1, K.
+        top_dim: int or None (latent_dim // 2).
+        hidden_units: int >= 1.
+    """
+
+    uses_encoder = True
+
+    def __init__(self, latent_dim, input_shape, num_pseudo_inputs=500, top_dim=None, hidden_units=300, **kwargs):
+        super().__init__(latent_dim, **kwargs)
+        if int(num_pseudo_inputs) < 1 or int(hidden_units) < 1:
+            raise ValueError(f"num_pseudo_inputs and hidden_units must be >= 1, got {num_pseudo_inputs}, "
+                             f"{hidden_units}.")
+        self.data_shape = tuple(int(s) for s in input_shape)
+        self.num_pseudo_inputs, self.hidden_units = int(num_pseudo_inputs), int(hidden_units)
+        self.top_dim_arg = top_dim
+        self.top_dim = _top_dim(latent_dim, top_dim)
+        self.pseudo_logits = self.add_weight(
+            shape=(self.num_pseudo_inputs,) + self.data_shape,
+            initializer=keras.initializers.RandomNormal(stddev=0.5, seed=0), name="pseudo_logits")
+        self.conditional = _mlp(self.hidden_units, 2 * (self.latent_dim - self.top_dim), self.top_dim, "p_z1")
+
+    @property
+    def num_components(self):
+        return self.num_pseudo_inputs
+
+    def check(self, model):
+        super().check(model)
+        if model.conditional:
+            raise ValueError("The hierarchical VampPrior is not supported for a conditional model.")
+        if getattr(model.posterior, "top_dim", None) != self.top_dim:
+            raise ValueError(f"The hierarchical_vamp prior needs the 'hierarchical' posterior with top_dim="
+                             f"{self.top_dim}; got {model.posterior!r}.")
+
+    def distribution(self, model=None):
+        if model is None:
+            raise ValueError("HierarchicalVampPrior.distribution needs the VAE whose encoder it uses.")
+        pseudo = tf.sigmoid(tf.cast(self.pseudo_logits, tf.float32))
+        top = DiagonalMixture(*model.posterior.top_mean_log_var(model.encode_params(pseudo)))
+        return _TwoLayerPrior(top, lambda z2: _mean_log_var(self.conditional(z2)), self.top_dim)
+
+    def get_config(self):
+        return {**super().get_config(), "input_shape": list(self.data_shape),
+                "num_pseudo_inputs": self.num_pseudo_inputs, "top_dim": self.top_dim_arg,
+                "hidden_units": self.hidden_units}
+
+
+class _Density:
+    """A density with `log_prob` only (q(z|x) at fixed parameters)."""
+
+    def __init__(self, log_prob):
+        self.log_prob = log_prob
+
+
+class _TwoLayerPrior:
+    """p(z2) p(z1|z2) with `log_prob(z)` and `sample(n, seed)`."""
+
+    def __init__(self, top, conditional, top_dim):
+        self.top, self.conditional, self.top_dim = top, conditional, top_dim
+
+    def log_prob(self, z):
+        z = tf.cast(z, tf.float32)
+        z2, z1 = z[..., :self.top_dim], z[..., self.top_dim:]
+        return self.top.log_prob(z2) + _normal_log_prob(z1, *self.conditional(z2))
+
+    def sample(self, n, seed):
+        seed = tf.cast(seed, tf.int32)
+        z2 = self.top.sample(n, seed=seed)
+        mean1, log_var1 = self.conditional(z2)
+        eps = tf.random.stateless_normal(tf.shape(mean1), seed + tf.constant([0, 1], tf.int32))
+        return tf.concat([z2, mean1 + tf.exp(0.5 * log_var1) * eps], axis=-1)
+
+
+registry.register("posterior", "hierarchical")(lambda **_: HierarchicalPosterior())
+registry.register("prior", "hierarchical_vamp")(
+    lambda latent_dim, input_shape, **_: HierarchicalVampPrior(latent_dim, input_shape))
