@@ -3,6 +3,7 @@ objective's variables), and for a kvae run directory crash-safe checkpoints,
 image grids and training curves per epoch."""
 
 import math
+import time
 from pathlib import Path
 
 import keras
@@ -12,7 +13,7 @@ from kvae import files, plots
 from kvae.rundir import STATE_FILE, read_state
 
 __all__ = ["ProgbarLogger", "with_progbar", "SetEpoch", "RunCheckpoint", "ImageGrids", "TrainingCurves",
-           "KLWarmup", "CapacityAnnealing"]
+           "KLWarmup", "CapacityAnnealing", "TimeLimit"]
 
 
 class ProgbarLogger(keras.callbacks.ProgbarLogger):
@@ -85,13 +86,16 @@ class RunCheckpoint(keras.callbacks.Callback):
     stops training.
 
     Args:
-        run_dir: str or Path; monitor: the log key whose minimum is "best".
+        run_dir: str or Path; monitor: the log key whose best value is "best";
+        mode: 'min' or 'max', which value is best.
     """
 
-    def __init__(self, run_dir, monitor="val_loss"):
+    def __init__(self, run_dir, monitor="val_loss", mode="min"):
         super().__init__()
+        if mode not in ("min", "max"):
+            raise ValueError(f"mode must be 'min' or 'max', got {mode!r}.")
         self.run_dir = Path(run_dir)
-        self.monitor = monitor
+        self.monitor, self.sign = monitor, 1.0 if mode == "min" else -1.0
 
     def _save_model(self, name):
         with files.atomic_path(self.run_dir / name) as tmp:  # removed again on any failure
@@ -107,10 +111,11 @@ class RunCheckpoint(keras.callbacks.Callback):
             self.model.stop_training = True
             return
         self._save_model("last.keras")
-        current = float(np.mean(logs.get(self.monitor, logs.get("loss"))))
-        if current < state.get("best", math.inf):
+        current = self.sign * float(np.mean(logs.get(self.monitor, logs.get("loss"))))
+        best = state.get("best", math.inf) if state.get("best_monitor", "val_loss") == self.monitor else math.inf
+        if current < best:
             self._save_model("best.keras")
-            state.update(best=current, best_epoch=epoch + 1)
+            state.update(best=current, best_epoch=epoch + 1, best_monitor=self.monitor)
         state["epochs_done"] = epoch + 1
         state.pop("stopped_on_nan_at_epoch", None)
         files.write_json(self.run_dir / STATE_FILE, state)
@@ -232,3 +237,25 @@ class CapacityAnnealing(keras.callbacks.Callback):
     def on_epoch_end(self, epoch, logs=None):
         if logs is not None:
             logs["kl_capacity"] = float(self.model.objective.capacity.numpy())
+
+
+class TimeLimit(keras.callbacks.Callback):
+    """Stop training at the end of the first epoch that finishes after
+    `minutes` of training in this process (a resumed run starts a new clock).
+
+    Args:
+        minutes: float > 0.
+    """
+
+    def __init__(self, minutes):
+        super().__init__()
+        if not float(minutes) > 0:
+            raise ValueError(f"minutes must be > 0, got {minutes}.")
+        self.minutes = float(minutes)
+
+    def on_train_begin(self, logs=None):
+        self.start = time.monotonic()
+
+    def on_epoch_end(self, epoch, logs=None):
+        if time.monotonic() - self.start >= 60.0 * self.minutes:
+            self.model.stop_training = True

@@ -1,4 +1,4 @@
-"""`kvae train | evaluate | sample | reconstruct | export | info` and the latent
+"""`kvae train | recipes | evaluate | sample | reconstruct | export | info` and the latent
 tools `interpolate | traverse | latent-map | anomalies | inpaint | denoise`.
 
 Only wiring: arguments in, calls into kvae.runs, kvae.rundir, kvae.latent
@@ -49,6 +49,9 @@ def _parser():
         return sub.add_parser(name, parents=[common], **kwargs)
 
     t = add("train", help="train a VAE into a run directory")
+    t.add_argument("--recipe", help="train a documented recipe (model, optimiser, schedule, final k=5000 "
+                                    "evaluation): see `kvae recipes`; then only --dataset, --data-dir, --epochs, "
+                                    "--time-limit, --seed, --eval-k and the runtime flags may be given")
     t.add_argument("--dataset", help=f"fashion_mnist, mnist, binarized_mnist, digits, a .npz file or an image "
                                      f"folder (default {D.dataset})")
     t.add_argument("--data-dir", help="look here first for datasets (also $KVAE_DATA_DIR)")
@@ -60,7 +63,7 @@ def _parser():
                         "dataset name, its prepared TFDS data (--data-dir, $TFDS_DATA_DIR, ~/tensorflow_datasets)")
     t.add_argument("--out", help="run directory to create")
     t.add_argument("--resume", metavar="RUN_DIR",
-                   help="continue this run from its last finished epoch (only --epochs, --data-dir and "
+                   help="continue this run from its last finished epoch (only --epochs, --time-limit, --data-dir and "
                         "--download may change)")
     t.add_argument("--force", action="store_true",
                    help="replace an existing run in --out (deleted only after the new run's data and "
@@ -73,7 +76,8 @@ def _parser():
                                        "(with --prior spherical_uniform)")
     t.add_argument("--prior", help="standard_normal (default), mixture, vamp or spherical_uniform")
     t.add_argument("--beta", type=float, help=f"(default {D.beta})")
-    t.add_argument("--objective", help="elbo (default) or iwae")
+    t.add_argument("--objective", help="elbo (default), iwae, or dreg (the iwae bound with doubly "
+                                       "reparameterised gradients)")
     t.add_argument("--num-samples", type=_int, help=f"samples of z per example (k for iwae; default {D.num_samples})")
     t.add_argument("--free-bits", type=float, help="per-dimension KL floor in nats (default 0: off)")
     t.add_argument("--kl-warmup", type=_int, help="epochs of KL warm-up (default 0: off)")
@@ -93,7 +97,13 @@ def _parser():
     t.add_argument("--strategy", help="none (default), mirrored or multiworker (reads TF_CONFIG)")
     t.add_argument("--steps-per-execution", type=_int, help=f"(default {D.steps_per_execution})")
     t.add_argument("--seed", type=_int, help=f"(default {D.seed})")
+    t.add_argument("--time-limit", type=float, metavar="MINUTES",
+                   help="no new epoch after this many minutes of training (default 0: no limit)")
+    t.add_argument("--eval-k", type=_int, help="importance samples of the final test log p(x) in summary.json "
+                                               "(default 0: ELBO only; recipes 5000)")
     t.add_argument("--quiet", action="store_true", help="no progress bar")
+
+    add("recipes", help="the training recipes, their published anchors and kvae's measured figures")
 
     d = add("data", help="data tools: `kvae data prepare SRC --out DIR` writes TFRecord shards")
     d.add_argument("action", choices=["prepare"])
@@ -220,14 +230,22 @@ def cmd_train(args):
             raise RunError("--force does not apply to --resume (nothing is replaced)")
         summary = runs.resume(run_dir, given, verbose=verbose)
     else:
-        summary = runs.train(TrainConfig(**given), run_dir, force=args.force, verbose=verbose)
+        if given.get("recipe"):
+            from kvae import recipes
+
+            cfg = recipes.get(given["recipe"]).config(**given)
+        else:
+            cfg = TrainConfig(**given)
+        summary = runs.train(cfg, run_dir, force=args.force, verbose=verbose)
     if summary.get("worker"):  # a non-chief worker of a multi-worker run: the chief wrote run_dir
         print(f"\nkvae: this worker trained {summary['epochs_done']} epochs in {summary['train_seconds']:.0f} s "
               f"in step with the chief, which wrote {run_dir}; final weights sha256 {summary['weights_sha256']}")
         return 0
     images = sorted((run_dir / "images").glob("samples_epoch_*.png"))
     print(f"\nkvae: trained {summary['epochs_done']} epochs in {summary['train_seconds']:.0f} s")
-    print(_table([("test ELBO (nats)", f"{summary['test_elbo']:.2f}"),
+    ll = ([(f"test log p(x) (k={summary['test_k']})", f"{summary['test_log_likelihood']:.2f}")]
+          if "test_log_likelihood" in summary else [])
+    print(_table(ll + [("test ELBO (nats)", f"{summary['test_elbo']:.2f}"),
                   ("active units", f"{summary['test_active_units']} of {summary['test_latent_dim']}"),
                   ("test bits/dim", f"{summary['test_bits_per_dim']:.4f}"),
                   ("run directory", run_dir),
@@ -235,6 +253,17 @@ def cmd_train(args):
                   ("reconstructions", str(images[-1]).replace("samples_", "reconstructions_") if images else "-"),
                   ("curves", run_dir / "curves.png"),
                   ("TensorBoard", f"tensorboard --logdir {run_dir / 'tensorboard'}")]))
+    return 0
+
+
+def cmd_recipes(args):
+    from kvae import recipes
+
+    for name in recipes.names():
+        _, summary, published, goal, measured = recipes.get(name).row()
+        print(f"{name}\n" + _table([("model", summary), ("published (test NLL)", published),
+                                     ("kvae goal (valid NLL)", goal), ("kvae measured", measured)]))
+    print("\ntrain one: kvae train --recipe NAME --dataset binarized_mnist --data-dir DIR --out RUN")
     return 0
 
 
@@ -515,7 +544,7 @@ COMMANDS = {"train": cmd_train, "export": cmd_export, "interpolate": cmd_interpo
             "latent-map": cmd_latent_map, "anomalies": cmd_anomalies, "inpaint": cmd_inpaint,
             "denoise": cmd_denoise, "evaluate": cmd_evaluate, "sample": cmd_sample,
             "reconstruct": cmd_reconstruct, "info": cmd_info, "data": cmd_data,
-            "score": cmd_score}
+            "score": cmd_score, "recipes": cmd_recipes}
 
 
 #: TensorFlow's C++ start-up lines: absl prints them before it reads any setting,

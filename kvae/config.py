@@ -17,7 +17,7 @@ from kvae import data as kdata
 
 __all__ = ["RunError", "TrainConfig", "RESUMABLE", "flag"]
 
-RESUMABLE = ("epochs", "data_dir", "download")
+RESUMABLE = ("epochs", "data_dir", "download", "time_limit")
 _FLAGS = {"learning_rate": "--lr"}
 
 
@@ -59,6 +59,9 @@ class TrainConfig:
         conditional: bool; epochs, batch_size, learning_rate, steps_per_execution, seed: training.
         mixed_precision: 'none', 'mixed_float16' or 'mixed_bfloat16'.
         strategy: 'none', 'mirrored' or 'multiworker'.
+        eval_k: importance samples of the final test log p(x) in summary.json (0: ELBO only).
+        time_limit: minutes; training stops at the end of the first epoch past it (0: no limit).
+        recipe: None or a `kvae.recipes` name (`Recipe.config` makes the whole config).
     """
 
     dataset: str = "fashion_mnist"
@@ -88,10 +91,14 @@ class TrainConfig:
     strategy: str = "none"
     steps_per_execution: int = 32
     seed: int = 0
+    eval_k: int = 0  # importance samples for the final test log p(x) (0: ELBO only)
+    time_limit: float = 0.0  # minutes of training after which no new epoch starts (0: none)
+    recipe: str = None  # a kvae.recipes name: the model and schedule are the recipe's
 
     def validate(self):
         finite = [f"{flag(k)} must be a finite number, got {getattr(self, k)}"
-                  for k in ("beta", "learning_rate", "free_bits", "capacity_gamma", "max_capacity", "perturb")
+                  for k in ("beta", "learning_rate", "free_bits", "capacity_gamma", "max_capacity", "perturb",
+                            "time_limit")
                   if not math.isfinite(getattr(self, k))]
         if finite:
             raise RunError(finite[0])
@@ -106,8 +113,10 @@ class TrainConfig:
             (self.kl_schedule in ("linear", "cyclical"), "--kl-schedule must be linear or cyclical"),
             (self.capacity_gamma >= 0, f"--capacity-gamma must be >= 0, got {self.capacity_gamma}"),
             (self.max_capacity >= 0, f"--max-capacity must be >= 0, got {self.max_capacity}"),
-            (not (self.kl_warmup and self.objective == "iwae"),
-             "--kl-warmup weights the KL term of the elbo objective; the iwae bound has none"),
+            (not (self.kl_warmup and self.objective in ("iwae", "dreg")),
+             f"--kl-warmup weights the KL term of the elbo objective; the {self.objective} bound has none"),
+            (0 <= self.eval_k <= 100000, f"--eval-k must be in 0..100000, got {self.eval_k}"),
+            (self.time_limit >= 0, f"--time-limit must be >= 0 minutes, got {self.time_limit}"),
             (self.batch_size >= 1, f"--batch-size must be >= 1, got {self.batch_size}"),
             (self.learning_rate > 0, f"--lr must be > 0, got {self.learning_rate}"),
             (self.steps_per_execution >= 1, f"--steps-per-execution must be >= 1, got {self.steps_per_execution}"),
@@ -123,6 +132,11 @@ class TrainConfig:
         for ok, message in checks:
             if not ok:
                 raise RunError(message)
+        if self.recipe is not None:
+            from kvae import recipes
+
+            if self.recipe not in recipes.RECIPES:
+                raise RunError(f"--recipe: unknown recipe {self.recipe!r}; choose one of {', '.join(recipes.names())}")
 
     @classmethod
     def from_dict(cls, raw, where="the config"):

@@ -13,7 +13,7 @@ import keras
 
 from kvae import registry
 
-__all__ = ["MLP", "Conv", "mlp", "conv", "get", "build_encoder", "build_decoder"]
+__all__ = ["GatedDense", "MLP", "Conv", "mlp", "conv", "get", "build_encoder", "build_decoder"]
 
 
 def _check_activation(activation):
@@ -25,12 +25,43 @@ def _check_activation(activation):
 
 
 @keras.saving.register_keras_serializable(package="kvae")
+class GatedDense(keras.layers.Layer):
+    """h = (W x + b) * sigmoid(V x + c) (Dauphin et al., 2017), the gated layer
+    of Tomczak and Welling's VampPrior networks: one Dense of 2 units outputs,
+    split in two.
+
+    Args:
+        units: int >= 1.
+    """
+
+    def __init__(self, units, **kwargs):
+        super().__init__(**kwargs)
+        self.units = int(units)
+        self.dense = keras.layers.Dense(2 * self.units, dtype=self.dtype_policy, name="dense")
+
+    def build(self, input_shape):
+        self.dense.build(input_shape)
+        self.built = True
+
+    def call(self, x):
+        h = self.dense(x)
+        return h[..., :self.units] * keras.ops.sigmoid(h[..., self.units:])
+
+    def compute_output_shape(self, input_shape):
+        return tuple(input_shape[:-1]) + (self.units,)
+
+    def get_config(self):
+        return {**super().get_config(), "units": self.units}
+
+
+@keras.saving.register_keras_serializable(package="kvae")
 class MLP:
     """Fully connected body, as in Kingma and Welling (2014).
 
     Args:
         hidden_units: sequence of int, widths of the hidden layers, input side first.
         activation: str, e.g. "relu" or "tanh".
+        gated: bool, `GatedDense` hidden layers (the activation is then the gate).
 
     Example:
         >>> import kvae
@@ -38,13 +69,16 @@ class MLP:
         (400,)
     """
 
-    def __init__(self, hidden_units=(512, 256), activation="relu"):
+    def __init__(self, hidden_units=(512, 256), activation="relu", gated=False):
         self.hidden_units = tuple(int(u) for u in hidden_units)
         if any(u < 1 for u in self.hidden_units):
             raise ValueError(f"hidden_units must be positive, got {list(hidden_units)}.")
         self.activation = _check_activation(activation)
+        self.gated = bool(gated)
 
     def _hidden(self):
+        if self.gated:
+            return [GatedDense(u) for u in self.hidden_units]
         return [keras.layers.Dense(u, activation=self.activation) for u in self.hidden_units]
 
     def encoder(self, input_shape):
@@ -65,7 +99,7 @@ class MLP:
         )
 
     def get_config(self):
-        return {"hidden_units": list(self.hidden_units), "activation": self.activation}
+        return {"hidden_units": list(self.hidden_units), "activation": self.activation, "gated": self.gated}
 
     @classmethod
     def from_config(cls, config):
@@ -148,16 +182,16 @@ class Conv:
         return cls(**config)
 
 
-def mlp(hidden_units=(512, 256), activation="relu"):
+def mlp(hidden_units=(512, 256), activation="relu", gated=False):
     """An `MLP` spec; see `MLP`.
 
     Args:
-        hidden_units: sequence of int; activation: str.
+        hidden_units: sequence of int; activation: str; gated: bool.
 
     Returns:
         MLP.
     """
-    return MLP(hidden_units, activation)
+    return MLP(hidden_units, activation, gated)
 
 
 def conv(filters=(32, 64), hidden_units=256, activation="relu"):

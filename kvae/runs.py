@@ -252,6 +252,10 @@ def build_model(cfg, ds):
 
     if cfg.conditional and not ds.num_classes:
         raise RunError(f"--conditional needs labels, and {cfg.dataset} has none.")
+    if cfg.recipe:
+        from kvae import recipes
+
+        return recipes.get(cfg.recipe).build_model(cfg, ds)
     return kvae.VAE(
         input_shape=ds.input_shape, latent_dim=cfg.latent_dim, encoder=cfg.network,
         decoder=cfg.network, likelihood=cfg.likelihood, posterior=cfg.posterior, prior=cfg.prior,
@@ -499,11 +503,19 @@ def _fit(cfg, run_dir, ds, model, state, verbose, log, shown_dir=None):
     train_ds, val_ds = _pipelines(cfg, ds, model, epoch)
     fixed = ds.validation[0][:16]
     fixed_labels = ds.validation[1][:16] if ds.validation[1] is not None else None
+    recipe = None
+    if cfg.recipe:
+        from kvae import recipes
+
+        recipe = recipes.get(cfg.recipe)
+    # "best" is the best validation bound: the ELBO itself while a warm-up or capacity weights the KL
+    weighted = cfg.kl_warmup or cfg.capacity_gamma > 0
+    monitor = recipe.monitor if recipe else (("val_elbo", "max") if weighted else ("val_loss", "min"))
     cbs = [
         kcallbacks.SetEpoch(epoch),
         keras.callbacks.TerminateOnNaN(),
         keras.callbacks.CSVLogger(str(run_dir / "metrics.csv"), append=True),
-        kcallbacks.RunCheckpoint(run_dir),
+        kcallbacks.RunCheckpoint(run_dir, *monitor),
         kcallbacks.TrainingCurves(run_dir),
         kcallbacks.ImageGrids(run_dir, fixed, fixed_labels, seed=cfg.seed),
         keras.callbacks.TensorBoard(str(run_dir / "tensorboard")),
@@ -513,6 +525,8 @@ def _fit(cfg, run_dir, ds, model, state, verbose, log, shown_dir=None):
         cbs.insert(1, kcallbacks.CapacityAnnealing(cfg.max_capacity, ramp))
     elif cfg.kl_warmup:
         cbs.insert(1, kcallbacks.KLWarmup(cfg.kl_warmup, schedule=cfg.kl_schedule))
+    cbs += recipe.callbacks() if recipe else []
+    cbs += [kcallbacks.TimeLimit(cfg.time_limit)] if cfg.time_limit else []
     start = time.perf_counter()
     try:
         model.fit(train_ds, validation_data=val_ds, epochs=cfg.epochs, initial_epoch=state["epochs_done"],
@@ -542,7 +556,10 @@ def _fit(cfg, run_dir, ds, model, state, verbose, log, shown_dir=None):
             f"The loss became NaN/Inf in epoch {state['stopped_on_nan_at_epoch']}; training stopped. "
             f"{kept} Try a lower --lr."
         )
-    summary = evaluate(run_dir, ds=ds, model=load_model(run_dir, "best"))
+    if cfg.eval_k:
+        log(f"evaluating the best epoch ({state.get('best_epoch')}): log p(x) with k={cfg.eval_k} importance "
+            f"samples on {len(ds.test[0])} test examples")
+    summary = evaluate(run_dir, ds=ds, model=load_model(run_dir, "best"), k=cfg.eval_k, verbose=verbose)
     summary.update(train_seconds=round(elapsed, 1), epochs_done=state["epochs_done"])
     files.write_json(run_dir / "summary.json", summary)
     return summary

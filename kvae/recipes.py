@@ -1,0 +1,171 @@
+"""Named training recipes for the published statically binarised MNIST
+likelihoods: `kvae train --recipe NAME --dataset binarized_mnist --data-dir DIR`,
+and `kvae recipes` to list them with their anchors and kvae's measured figures.
+
+A recipe fixes the model (networks, posterior, prior, objective), the
+optimiser and the schedule (KL warm-up, early stopping on the validation
+bound, an optional time limit) and the final evaluation (importance-sampled
+log p(x) with k = 5000 on the run's test split). For binarized_mnist without
+its test file that split is the published validation split, and model
+selection uses 10% of train (kvae.data.load): no figure here saw test data.
+
+Common to every recipe (after Tomczak and Welling, 2018):
+
+    networks    gated MLPs (kvae.networks.GatedDense) 784-300-300 encoder, mirrored decoder, Bernoulli pixels
+    optimiser   Adam, learning rate 5e-4, batch 100
+    schedule    linear KL warm-up over 100 epochs (ELBO recipes); early stopping on the validation bound
+                with patience 50 (the best epoch's weights are evaluated); up to 2000 epochs, or
+                --time-limit minutes
+    evaluation  log p(x) with k = 5000 importance samples
+
+Example:
+    >>> from kvae import recipes
+    >>> recipes.names()
+    ['hvae_vamp', 'iaf', 'iwae50', 'vae', 'vae_10min', 'vamp']
+    >>> cfg = recipes.get("vamp").config(dataset="binarized_mnist", epochs=2)
+    >>> cfg.prior, cfg.epochs, cfg.eval_k
+    ('vamp', 2, 5000)
+"""
+
+import dataclasses
+from typing import Optional
+
+__all__ = ["Recipe", "RECIPES", "MEASURED", "names", "get"]
+
+#: flags a recipe leaves to the user (everything else is the recipe's)
+OPEN_FIELDS = ("dataset", "data_dir", "download", "stream", "epochs", "time_limit", "seed", "eval_k",
+               "steps_per_execution", "mixed_precision", "strategy", "recipe")
+
+
+@dataclasses.dataclass(frozen=True)
+class Recipe:
+    """A documented way to train one model to a published figure.
+
+    Args:
+        name: str; summary: one line.
+        published: str, the anchor (test NLL in nats, with its source).
+        goal: float or None, kvae's goal for the validation NLL (nats).
+        settings: dict of `kvae.config.TrainConfig` fields.
+        hidden_units: the MLP's widths (encoder side first; the decoder mirrors them).
+        gated: bool, `GatedDense` layers.
+        posterior, prior: registry names or callables (latent_dim, input_shape) -> part.
+        patience: int, epochs without a better validation bound before stopping (0: never).
+    """
+
+    name: str
+    summary: str
+    published: str
+    goal: Optional[float]
+    settings: dict
+    hidden_units: tuple = (300, 300)
+    gated: bool = True
+    posterior: object = "diagonal"
+    prior: object = "standard_normal"
+    patience: int = 50
+
+    def config(self, **given):
+        """The recipe's `TrainConfig`: its settings, then `given` (only the
+        fields in OPEN_FIELDS; others raise RunError naming the flag)."""
+        from kvae.config import RunError, TrainConfig, flag
+
+        fixed = sorted(k for k in given if k not in OPEN_FIELDS)
+        if fixed:
+            raise RunError(f"{flag(fixed[0])}: recipe {self.name!r} fixes the model and its training; drop the "
+                           "flag, or train without --recipe")
+        base = dict(epochs=2000, batch_size=100, learning_rate=5e-4, latent_dim=40, binarize="none", eval_k=5000)
+        cfg = TrainConfig(**{**base, **self.settings, **given, "recipe": self.name})
+        cfg.validate()
+        return cfg
+
+    def build_model(self, cfg, ds):
+        """(uncompiled kvae.VAE, keras optimizer) for the config `config` made."""
+        import keras
+
+        import kvae
+
+        def part(spec):
+            return spec(cfg.latent_dim, ds.input_shape) if callable(spec) else spec
+
+        model = kvae.VAE(ds.input_shape, cfg.latent_dim,
+                         encoder=kvae.networks.mlp(self.hidden_units, gated=self.gated),
+                         decoder=kvae.networks.mlp(self.hidden_units[::-1], gated=self.gated),
+                         likelihood=cfg.likelihood, posterior=part(self.posterior), prior=part(self.prior),
+                         objective=cfg.objective, num_samples=cfg.num_samples, seed=cfg.seed)
+        return model, keras.optimizers.Adam(cfg.learning_rate)
+
+    @property
+    def monitor(self):
+        """(metric, mode) of model selection: the validation bound the recipe optimises."""
+        return ("val_loss", "min") if self.settings.get("objective") in ("iwae", "dreg") else ("val_elbo", "max")
+
+    def callbacks(self):
+        """Early stopping on the validation bound."""
+        import keras
+
+        metric, mode = self.monitor
+        return [keras.callbacks.EarlyStopping(metric, mode=mode, patience=self.patience)] if self.patience else []
+
+    def row(self):
+        """What `kvae recipes` prints about it: name, summary, published, goal, measured."""
+        m = MEASURED.get(self.name)
+        measured = (f"{m['nll']:.2f} nats in {m['minutes']:.0f} min ({m['epochs']} epochs; {m['where']})"
+                    if m else "not measured yet")
+        goal = "-" if self.goal is None else f"<= {self.goal}"
+        return self.name, self.summary, self.published, goal, measured
+
+
+def _vamp(latent_dim, input_shape):
+    from kvae.priors import VampPrior
+
+    return VampPrior(latent_dim, input_shape, num_pseudo_inputs=500)
+
+
+def _iaf(latent_dim, input_shape):
+    from kvae.flows import IAFPosterior
+
+    return IAFPosterior(num_steps=2, hidden_units=320, context_dim=40)
+
+
+def _hierarchical(latent_dim, input_shape):
+    from kvae.hierarchical import HierarchicalPosterior
+
+    return HierarchicalPosterior(context_dim=300, hidden_units=300)
+
+
+def _hierarchical_vamp(latent_dim, input_shape):
+    from kvae.hierarchical import HierarchicalVampPrior
+
+    return HierarchicalVampPrior(latent_dim, input_shape, num_pseudo_inputs=500, hidden_units=300)
+
+
+_ELBO = dict(objective="elbo", num_samples=1, kl_warmup=100)
+RECIPES = {r.name: r for r in (
+    Recipe("vae", "ELBO, N(0, I) prior, 40 latents", "88.56 (Tomczak & Welling 2018); 89.78 pythae", 88.5, _ELBO),
+    Recipe("iwae50", "IWAE bound, k = 50, N(0, I) prior, 40 latents", "86.82 to 87.10 (pythae; Burda et al.)",
+           86.5, dict(objective="iwae", num_samples=50)),
+    Recipe("vamp", "ELBO, VampPrior with 500 pseudo-inputs, 40 latents", "85.57 (Tomczak & Welling 2018)", 85.0,
+           _ELBO, prior=_vamp),
+    Recipe("hvae_vamp", "two stochastic layers (40 + 40) with the VampPrior on the top one",
+           "83.19 (Tomczak & Welling 2018)", 83.0, {**_ELBO, "latent_dim": 80},
+           posterior=_hierarchical, prior=_hierarchical_vamp),
+    Recipe("iaf", "ELBO, IAF posterior (2 steps, MADE 320), N(0, I) prior, 40 latents",
+           "IAF paper: dynamic MNIST only", None, _ELBO, posterior=_iaf),
+    Recipe("vae_10min", "the vae recipe stopped after 10 minutes of training (warm-up 10 epochs)",
+           "PyTorch reference 91.5 in 10 min (this machine)", 89.0, {**_ELBO, "kl_warmup": 10, "time_limit": 10.0}),
+)}
+
+#: kvae's measured validation NLL (nats, k = 5000) per recipe, from bench/recipes.py runs on this
+#: project's 2-core machine (bench/RESULTS.md has the commands and every figure); filled in as measured.
+MEASURED = {}
+
+
+def names():
+    """The recipe names, sorted."""
+    return sorted(RECIPES)
+
+
+def get(name):
+    """The `Recipe` called `name` (ValueError listing the names otherwise)."""
+    if name not in RECIPES:
+        raise ValueError(f"Unknown recipe {name!r}. Choose one of: {', '.join(names())} (kvae recipes lists them).")
+    return RECIPES[name]

@@ -1,0 +1,109 @@
+"""`kvae train --recipe NAME` and `kvae recipes`: every recipe trains end to
+end on a small stand-in for Larochelle's files, in both .amat forms (MATLAB
+and text), selects on validation and reports log p(x) on the test split."""
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import scipy.io
+
+import kvae
+from kvae import callbacks, cli, recipes, runs
+from kvae.config import RunError
+
+SPLITS = {"train": 200, "valid": 60}
+
+
+def _stand_in(folder, form, seed=0):
+    """binarized_mnist_{train,valid}.amat with 0/1 pixels at fixed per-pixel rates, as MATLAB or text."""
+    folder = folder / "binarized_mnist"
+    folder.mkdir(parents=True)
+    rng = np.random.default_rng(seed)
+    rates = rng.uniform(0.05, 0.6, size=784)
+    for split, n in SPLITS.items():
+        x = (rng.uniform(size=(n, 784)) < rates).astype("uint8")
+        path = folder / f"binarized_mnist_{split}.amat"
+        if form == "matlab":
+            scipy.io.savemat(path, {"X": x})
+        else:
+            np.savetxt(path, x, fmt="%d")
+    return folder.parent
+
+
+PARTS = {  # what each recipe's model must be made of
+    "vae": ("DiagonalGaussian", "StandardNormal", "ELBO", 40),
+    "vae_10min": ("DiagonalGaussian", "StandardNormal", "ELBO", 40),
+    "iwae50": ("DiagonalGaussian", "StandardNormal", "IWAE", 40),
+    "vamp": ("DiagonalGaussian", "VampPrior", "ELBO", 40),
+    "hvae_vamp": ("HierarchicalPosterior", "HierarchicalVampPrior", "ELBO", 80),
+    "iaf": ("IAFPosterior", "StandardNormal", "ELBO", 40),
+}
+
+
+def test_every_recipe_is_tested():
+    assert set(PARTS) == set(recipes.names())
+
+
+@pytest.mark.parametrize("name", sorted(PARTS))
+def test_recipe_trains_and_reports_log_px_on_the_stand_in(name, tmp_path):
+    form = "matlab" if sorted(PARTS).index(name) % 2 else "text"
+    data_dir = _stand_in(tmp_path / "data", form)
+    cfg = recipes.get(name).config(dataset="binarized_mnist", data_dir=str(data_dir), epochs=2, eval_k=20)
+    summary = runs.train(cfg, tmp_path / "run", verbose=0, log=lambda *a: None)
+    assert summary["epochs_done"] == 2 and summary["test_k"] == 20
+    assert summary["test_examples"] == SPLITS["valid"]  # no test file: the published valid split is reported
+    ll, elbo = summary["test_log_likelihood"], summary["test_elbo"]
+    # 784 independent pixels at rates in [0.05, 0.6] have 0.2 to 0.69 nats each: after two epochs
+    # a working model is between that entropy and 1 nat a pixel (a fair coin is 0.69);
+    # the k = 20 estimate is a tighter bound than the one-sample ELBO (60 examples: 2 nats of slack)
+    assert -784 * 1.0 < ll < -784 * 0.2 and ll > elbo - 2.0
+    model = runs.load_model(tmp_path / "run", "best")
+    posterior, prior, objective, latent = PARTS[name]
+    assert (type(model.posterior).__name__, type(model.prior).__name__, type(model.objective).__name__,
+            model.latent_dim) == (posterior, prior, objective, latent)
+    state = json.loads((tmp_path / "run" / "state.json").read_text())
+    assert state["best_monitor"] == ("val_loss" if name == "iwae50" else "val_elbo")
+    saved = json.loads((tmp_path / "run" / "config.json").read_text())["train"]
+    assert saved["recipe"] == name and saved["batch_size"] == 100 and saved["learning_rate"] == 5e-4
+
+
+def test_recipe_from_the_command_line_and_its_errors(tmp_path, capsys):
+    data_dir = _stand_in(tmp_path / "data", "matlab")
+    out = subprocess.run([sys.executable, "-m", "kvae.cli", "train", "--recipe", "vae_10min", "--dataset",
+                          "binarized_mnist", "--data-dir", data_dir, "--epochs", "1", "--eval-k", "10", "--out",
+                          tmp_path / "run", "--quiet"], capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert "test log p(x) (k=10)" in out.stdout
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert summary["test_k"] == 10 and np.isfinite(summary["test_log_likelihood"])
+
+    assert cli.main(["train", "--recipe", "vamp", "--prior", "mixture", "--out", str(tmp_path / "x")]) == 2
+    err = capsys.readouterr().err
+    assert "--prior: recipe 'vamp' fixes the model" in err and len(err.strip().splitlines()) == 1
+    assert cli.main(["train", "--recipe", "vamq", "--out", str(tmp_path / "x")]) == 2
+    assert "Unknown recipe 'vamq'" in capsys.readouterr().err
+    assert not (tmp_path / "x").exists()
+    assert cli.main(["recipes"]) == 0
+    listing = capsys.readouterr().out
+    assert all(name in listing for name in recipes.names()) and "85.57" in listing and "83.19" in listing
+
+
+def test_time_limit_and_best_by_the_validation_elbo(digits, tmp_path):
+    with pytest.raises(RunError, match="--time-limit must be >= 0"):
+        recipes.get("vae").config(time_limit=-1.0)
+    model = kvae.VAE((8, 8, 1), 2, encoder=kvae.networks.mlp([8]), decoder=kvae.networks.mlp([8]))
+    model.compile()
+    limit = callbacks.TimeLimit(1e-9)  # already over after the first epoch
+    history = model.fit(digits[0][:64], epochs=5, batch_size=32, callbacks=[limit], verbose=0)
+    assert len(history.history["loss"]) == 1
+
+    (tmp_path / "state.json").write_text(json.dumps({"epochs_done": 0}))
+    check = callbacks.RunCheckpoint(tmp_path, "val_elbo", "max")
+    check.set_model(model)
+    for epoch, elbo in enumerate([-30.0, -20.0, -25.0]):  # the highest ELBO is the best, not the lowest
+        check.on_epoch_end(epoch, {"loss": 1.0, "val_elbo": elbo})
+    state = json.loads((tmp_path / "state.json").read_text())
+    assert state["best_epoch"] == 2 and state["epochs_done"] == 3
