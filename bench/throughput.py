@@ -1,7 +1,7 @@
 """Training throughput: kvae (`model.fit`) against a PyTorch reference.
 
-The model in both: the 784-400-20 MLP VAE of Kingma and Welling (ReLU), a
-diagonal Gaussian posterior, a Bernoulli likelihood on binarised 28x28 images,
+The model in both: the 784-400-20 MLP VAE of Kingma and Welling (ReLU; `--hidden
+400,400` for two hidden layers), a diagonal Gaussian posterior, a Bernoulli likelihood on binarised 28x28 images,
 analytic KL to N(0, I), one reparameterised sample, Adam(1e-3), batch 128.
 
 Both drop the last partial batch. kvae runs with its defaults (`compile()` uses XLA
@@ -15,7 +15,7 @@ the same shape (throughput does not depend on pixel values). Each reports
 images/s per epoch; the first epoch is warm-up (tracing, allocation) and the
 median of the rest is reported.
 
-    python bench/throughput.py [--epochs 4] [--n 20480] [--rounds 3] [--out bench/RESULTS.md]
+    python bench/throughput.py [--epochs 4] [--n 20480] [--rounds 3] [--hidden 400] [--out bench/RESULTS.md]
 """
 
 import argparse
@@ -30,7 +30,7 @@ import numpy as np
 
 from report import emit
 
-BATCH, HIDDEN, LATENT = 128, 400, 20
+BATCH, LATENT = 128, 20
 RUNS = ["torch", "kvae", "kvae-tuned"]
 LABELS = {
     "torch": "PyTorch reference (eager, `torch.set_num_threads(cores)`)",
@@ -54,7 +54,7 @@ def load_data(n):
     return x, source
 
 
-def run_kvae(x, epochs, tuned):
+def run_kvae(x, epochs, tuned, hidden):
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     import keras
     import tensorflow as tf
@@ -65,8 +65,8 @@ def run_kvae(x, epochs, tuned):
     import kvae
 
     keras.utils.set_random_seed(0)
-    model = kvae.VAE(input_shape=(28, 28, 1), latent_dim=LATENT, encoder=kvae.networks.mlp([HIDDEN]),
-                     decoder=kvae.networks.mlp([HIDDEN]), likelihood="bernoulli")
+    model = kvae.VAE(input_shape=(28, 28, 1), latent_dim=LATENT, encoder=kvae.networks.mlp(hidden),
+                     decoder=kvae.networks.mlp(hidden[::-1]), likelihood="bernoulli")
     model.compile(optimizer=keras.optimizers.Adam(1e-3), steps_per_execution=32 if tuned else 1)
     # kvae's own pipeline: shuffles indices (as the reference's randperm does).
     ds = kvae.data.pipeline(x[..., None], batch_size=BATCH, seed=0, drop_remainder=True)
@@ -83,18 +83,24 @@ def run_kvae(x, epochs, tuned):
     return times, float(history.history["loss"][-1])
 
 
-def run_torch(x, epochs):
+def run_torch(x, epochs, hidden):
     import torch
     from torch import nn
 
     torch.manual_seed(0)
     torch.set_num_threads(os.cpu_count())
 
+    def mlp(sizes):
+        layers = []
+        for a, b in zip(sizes[:-2], sizes[1:-1]):
+            layers += [nn.Linear(a, b), nn.ReLU()]
+        return nn.Sequential(*layers, nn.Linear(sizes[-2], sizes[-1]))
+
     class VAE(nn.Module):
         def __init__(self):
             super().__init__()
-            self.enc = nn.Sequential(nn.Linear(784, HIDDEN), nn.ReLU(), nn.Linear(HIDDEN, 2 * LATENT))
-            self.dec = nn.Sequential(nn.Linear(LATENT, HIDDEN), nn.ReLU(), nn.Linear(HIDDEN, 784))
+            self.enc = mlp([784, *hidden, 2 * LATENT])
+            self.dec = mlp([LATENT, *hidden[::-1], 784])
 
         def forward(self, xb):
             mean, log_var = self.enc(xb).chunk(2, dim=-1)
@@ -123,9 +129,9 @@ def run_torch(x, epochs):
 def child(args):
     x, source = load_data(args.n)
     if args.child == "torch":
-        times, loss = run_torch(x, args.epochs)
+        times, loss = run_torch(x, args.epochs, args.hidden)
     else:
-        times, loss = run_kvae(x, args.epochs, tuned=args.child == "kvae-tuned")
+        times, loss = run_kvae(x, args.epochs, args.child == "kvae-tuned", args.hidden)
     images = len(x) // BATCH * BATCH  # both sides drop the last partial batch
     rates = [images / t for t in times[1:]]  # drop the warm-up epoch
     print(json.dumps({"name": args.child, "images_per_s": statistics.median(rates),
@@ -133,7 +139,8 @@ def child(args):
 
 
 def _run_child(name, args):
-    cmd = [sys.executable, __file__, "--child", name, "--epochs", str(args.epochs), "--n", str(args.n)]
+    cmd = [sys.executable, __file__, "--child", name, "--epochs", str(args.epochs), "--n", str(args.n),
+           "--hidden", ",".join(map(str, args.hidden))]
     out = subprocess.run(cmd, capture_output=True, text=True)
     if out.returncode != 0:
         sys.exit(f"{name} failed:\n{out.stderr[-3000:]}")
@@ -145,6 +152,8 @@ def main():
     parser.add_argument("--epochs", type=int, default=4, help="epochs per run, the first is warm-up")
     parser.add_argument("--n", type=int, default=20480, help="training images")
     parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds of all runs")
+    parser.add_argument("--hidden", default=[400], type=lambda t: [int(u) for u in t.split(",")],
+                        help="hidden widths, e.g. 400 or 400,400 (default 400)")
     parser.add_argument("--out", default=None, help="append a results section to this markdown file")
     parser.add_argument("--child", choices=RUNS, help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -164,9 +173,11 @@ def main():
                   flush=True)
     source = res["source"]
     lines = [
-        f"Data: {source}, n={args.n}, batch {BATCH}; each run {args.epochs} epochs, first dropped, "
-        f"median epoch; {args.rounds} interleaved rounds. Command: "
-        f"`python bench/throughput.py --epochs {args.epochs} --n {args.n} --rounds {args.rounds}`",
+        f"MLP 784-{'-'.join(map(str, args.hidden))}-{LATENT}. Data: {source}, n={args.n}, batch {BATCH}; each run "
+        f"{args.epochs} epochs, first dropped, median epoch; {args.rounds} interleaved rounds "
+        f"(every round: {'; '.join(f'{n} ' + ', '.join(f'{v:.0f}' for v in rates[n]) for n in RUNS)}). Command: "
+        f"`python bench/throughput.py --epochs {args.epochs} --n {args.n} --rounds {args.rounds} "
+        f"--hidden {','.join(map(str, args.hidden))}`",
         "",
         "| run | images/s (median of rounds) | ratio to PyTorch (median of per-round ratios) |",
         "| --- | ---: | ---: |",

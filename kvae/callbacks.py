@@ -242,20 +242,34 @@ class CapacityAnnealing(keras.callbacks.Callback):
 class TimeLimit(keras.callbacks.Callback):
     """Stop training at the end of the first epoch that finishes after
     `minutes` of training in this process (a resumed run starts a new clock).
+    With `cosine=True` the learning rate also follows a cosine from its value
+    at the start to 0 over those minutes (set at the start of every epoch,
+    from the time spent), so a fixed budget ends on a converged model.
 
     Args:
         minutes: float > 0.
+        cosine: bool.
     """
 
-    def __init__(self, minutes):
+    def __init__(self, minutes, cosine=False):
         super().__init__()
         if not float(minutes) > 0:
             raise ValueError(f"minutes must be > 0, got {minutes}.")
-        self.minutes = float(minutes)
+        self.minutes, self.cosine = float(minutes), bool(cosine)
+        self.clock = time.monotonic  # seconds; replaceable (tests)
+
+    def _fraction(self):
+        return min(1.0, (self.clock() - self.start) / (60.0 * self.minutes))
 
     def on_train_begin(self, logs=None):
-        self.start = time.monotonic()
+        self.start = self.clock()
+        self.initial_lr = float(keras.ops.convert_to_numpy(self.model.optimizer.learning_rate))
+
+    def on_epoch_begin(self, epoch, logs=None):
+        if self.cosine:
+            self.model.optimizer.learning_rate.assign(
+                self.initial_lr * 0.5 * (1.0 + math.cos(math.pi * self._fraction())))
 
     def on_epoch_end(self, epoch, logs=None):
-        if time.monotonic() - self.start >= 60.0 * self.minutes:
+        if self._fraction() >= 1.0:
             self.model.stop_training = True

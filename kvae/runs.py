@@ -526,7 +526,7 @@ def _fit(cfg, run_dir, ds, model, state, verbose, log, shown_dir=None):
     elif cfg.kl_warmup:
         cbs.insert(1, kcallbacks.KLWarmup(cfg.kl_warmup, schedule=cfg.kl_schedule))
     cbs += recipe.callbacks() if recipe else []
-    cbs += [kcallbacks.TimeLimit(cfg.time_limit)] if cfg.time_limit else []
+    cbs += [kcallbacks.TimeLimit(cfg.time_limit, cosine=cfg.lr_decay == "cosine")] if cfg.time_limit else []
     start = time.perf_counter()
     try:
         model.fit(train_ds, validation_data=val_ds, epochs=cfg.epochs, initial_epoch=state["epochs_done"],

@@ -6,11 +6,13 @@ import json
 import subprocess
 import sys
 
+import keras
 import numpy as np
 import pytest
 import scipy.io
 
 import kvae
+import kvae.config
 from kvae import callbacks, cli, recipes, runs
 from kvae.config import RunError
 
@@ -67,7 +69,8 @@ def test_recipe_trains_and_reports_log_px_on_the_stand_in(name, tmp_path):
     state = json.loads((tmp_path / "run" / "state.json").read_text())
     assert state["best_monitor"] == ("val_loss" if name == "iwae50" else "val_elbo")
     saved = json.loads((tmp_path / "run" / "config.json").read_text())["train"]
-    assert saved["recipe"] == name and saved["batch_size"] == 100 and saved["learning_rate"] == 5e-4
+    assert saved["recipe"] == name and saved["batch_size"] == 100
+    assert saved["learning_rate"] == (1e-3 if name == "vae_10min" else 5e-4)
 
 
 def test_recipe_from_the_command_line_and_its_errors(tmp_path, capsys):
@@ -99,6 +102,20 @@ def test_time_limit_and_best_by_the_validation_elbo(digits, tmp_path):
     limit = callbacks.TimeLimit(1e-9)  # already over after the first epoch
     history = model.fit(digits[0][:64], epochs=5, batch_size=32, callbacks=[limit], verbose=0)
     assert len(history.history["loss"]) == 1
+
+    # cosine decay over the limit, by the time spent: a fake clock at 0, 30 and 60 s of a 2-minute limit
+    clock = iter([0.0, 0.0, 0.0, 30.0, 30.0, 60.0, 60.0])
+    cosine = callbacks.TimeLimit(2.0, cosine=True)
+    cosine.clock = lambda: next(clock)
+    model.compile(optimizer=keras.optimizers.Adam(1e-3))
+    seen = []
+    record = keras.callbacks.LambdaCallback(
+        on_epoch_begin=lambda e, logs: seen.append(float(model.optimizer.learning_rate.numpy())))
+    model.fit(digits[0][:64], epochs=3, batch_size=32, callbacks=[cosine, record],
+              verbose=0)
+    np.testing.assert_allclose(seen, [1e-3, 1e-3 * 0.5 * (1 + np.cos(np.pi / 4)), 0.5e-3], rtol=1e-6)
+    with pytest.raises(RunError, match="--lr-decay cosine decays over --time-limit"):
+        kvae.config.TrainConfig(lr_decay="cosine").validate()
 
     (tmp_path / "state.json").write_text(json.dumps({"epochs_done": 0}))
     check = callbacks.RunCheckpoint(tmp_path, "val_elbo", "max")
