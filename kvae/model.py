@@ -24,6 +24,11 @@ __all__ = ["VAE"]
 #: subprocesses keep XLA.
 JIT_DEFAULT = True
 
+#: `VAE.compile`'s steps_per_execution when not given (one device or mirrored):
+#: training steps per call into TensorFlow, fewer Python round trips
+#: (bench/RESULTS.md); `fit` lowers it to an epoch's steps when it knows them.
+STEPS_PER_EXECUTION_DEFAULT = 32
+
 
 def _checked_sizes(input_shape, latent_dim, num_classes):
     """(input_shape tuple, latent_dim int, num_classes int or None), or a ValueError naming the bad one."""
@@ -264,15 +269,40 @@ class VAE(keras.Model):
         _, per_example, terms = self._step(data_batch, tf.constant([self.seed, -1], tf.int64), False)
         return self._logs(per_example, terms)
 
-    def compile(self, optimizer="adam", jit_compile=None, **kwargs):
+    def compile(self, optimizer="adam", jit_compile=None, steps_per_execution=None, **kwargs):
         """`keras.Model.compile`, with no `loss` (the objective is the loss).
         `jit_compile=None`: XLA on one device (faster on CPU, bench/RESULTS.md),
-        Keras's "auto" under a strategy (XLA cannot reach mirrored variables)."""
+        Keras's "auto" under a strategy (XLA cannot reach mirrored variables).
+        `steps_per_execution=None`: `STEPS_PER_EXECUTION_DEFAULT`, at most an
+        epoch's steps in `fit`; 1 under a multi-worker strategy (Keras 3.15
+        fails with more there, keras-team/keras#19246)."""
         if kwargs.get("loss") is not None:
             raise ValueError("A VAE computes its own loss (its objective's): do not pass `loss`.")
         if jit_compile is None:
             jit_compile = "auto" if tf.distribute.has_strategy() else JIT_DEFAULT
-        super().compile(optimizer=optimizer, jit_compile=jit_compile, **kwargs)
+        self._auto_steps = steps_per_execution is None
+        if steps_per_execution is None:
+            multiworker = isinstance(tf.distribute.get_strategy(), tf.distribute.MultiWorkerMirroredStrategy)
+            steps_per_execution = 1 if multiworker else STEPS_PER_EXECUTION_DEFAULT
+        super().compile(optimizer=optimizer, jit_compile=jit_compile, steps_per_execution=steps_per_execution,
+                        **kwargs)
+        if self._auto_steps:  # a reloaded .keras file decides again, as here
+            self._compile_config.config["steps_per_execution"] = None
+
+    def _fit_steps_per_execution(self, x, batch_size, steps_per_epoch):
+        """With the default steps_per_execution, no more than the epoch's steps
+        (when they are known): Keras's progress bar overshoots otherwise."""
+        if not getattr(self, "_auto_steps", False) or self.steps_per_execution == 1:
+            return
+        steps = steps_per_epoch
+        if steps is None and isinstance(x, tf.data.Dataset):
+            steps = int(x.cardinality()) if int(x.cardinality()) > 0 else None
+        elif steps is None and hasattr(x, "shape") and len(x.shape):
+            steps = -(-int(x.shape[0]) // int(batch_size or 32))
+        wanted = STEPS_PER_EXECUTION_DEFAULT if steps is None else max(1, min(STEPS_PER_EXECUTION_DEFAULT, steps))
+        if wanted != self.steps_per_execution:
+            self.steps_per_execution = wanted
+            self.train_function = self.test_function = None
 
     def compile_from_config(self, config):
         """Recompile on `.keras` load (the optimizer state comes back); jit re-decided as in `compile`."""
@@ -288,6 +318,7 @@ class VAE(keras.Model):
         data.check_for_model(self, x, y)
         if validation_data is not None:
             data.check_for_model(self, *data.split_validation(validation_data), where="the validation data")
+        self._fit_steps_per_execution(x, kwargs.get("batch_size"), kwargs.get("steps_per_epoch"))
         return super().fit(x, y, *args, validation_data=validation_data, **callbacks.with_progbar(kwargs))
 
     def evaluate(self, x=None, y=None, *args, **kwargs):

@@ -171,3 +171,25 @@ print(single.jit_compile, mirrored.jit_compile)
                          env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
     assert out.returncode == 0, out.stderr[-2000:]
     assert out.stdout.split()[-2:] == ["True", "False"]
+
+
+def test_compile_runs_several_steps_per_execution_by_default(digits, tmp_path):
+    """Fewer Python round trips by default (bench/RESULTS.md), never more than
+    an epoch has, re-decided after loading; an explicit value stays."""
+    import kvae.model
+
+    model = kvae.VAE((8, 8, 1), 2, encoder=kvae.networks.mlp([8]), decoder=kvae.networks.mlp([8]))
+    model.compile()
+    assert model.steps_per_execution == kvae.model.STEPS_PER_EXECUTION_DEFAULT == 32
+    history = model.fit(digits[0][:320], epochs=2, batch_size=64, verbose=0)  # 5 steps an epoch
+    assert model.steps_per_execution == 5 and len(history.history["loss"]) == 2
+    model.fit(digits[0][:1600], epochs=1, batch_size=32, verbose=0)  # 50 steps
+    assert model.steps_per_execution == 32
+    model.save(tmp_path / "m.keras")
+    again = kvae.load_model(tmp_path / "m.keras")
+    again.fit(digits[0][:96], epochs=1, batch_size=32, verbose=0)
+    assert again.steps_per_execution == 3
+    fixed = kvae.VAE((8, 8, 1), 2, encoder=kvae.networks.mlp([8]), decoder=kvae.networks.mlp([8]))
+    fixed.compile(steps_per_execution=7)
+    fixed.fit(digits[0][:64], epochs=1, batch_size=32, verbose=0)
+    assert fixed.steps_per_execution == 7
