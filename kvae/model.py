@@ -24,7 +24,7 @@ __all__ = ["VAE"]
 #: subprocesses keep XLA.
 JIT_DEFAULT = True
 
-#: `VAE.compile`'s steps_per_execution when not given (one device or mirrored):
+#: `VAE.compile`'s steps_per_execution when not given, on one device:
 #: training steps per call into TensorFlow, fewer Python round trips
 #: (bench/RESULTS.md); `fit` lowers it to an epoch's steps when it knows them.
 STEPS_PER_EXECUTION_DEFAULT = 32
@@ -273,17 +273,17 @@ class VAE(keras.Model):
         """`keras.Model.compile`, with no `loss` (the objective is the loss).
         `jit_compile=None`: XLA on one device (faster on CPU, bench/RESULTS.md),
         Keras's "auto" under a strategy (XLA cannot reach mirrored variables).
-        `steps_per_execution=None`: `STEPS_PER_EXECUTION_DEFAULT`, at most an
-        epoch's steps in `fit`; 1 under a multi-worker strategy (Keras 3.15
-        fails with more there, keras-team/keras#19246)."""
+        `steps_per_execution=None`: `STEPS_PER_EXECUTION_DEFAULT` on one
+        device, at most an epoch's steps in `fit`; 1 under a strategy (Keras
+        3.15 can fail with more there: "You must feed a value for placeholder
+        tensor", keras-team/keras#19246; `kvae train` sets it itself)."""
         if kwargs.get("loss") is not None:
             raise ValueError("A VAE computes its own loss (its objective's): do not pass `loss`.")
         if jit_compile is None:
             jit_compile = "auto" if tf.distribute.has_strategy() else JIT_DEFAULT
         self._auto_steps = steps_per_execution is None
         if steps_per_execution is None:
-            multiworker = isinstance(tf.distribute.get_strategy(), tf.distribute.MultiWorkerMirroredStrategy)
-            steps_per_execution = 1 if multiworker else STEPS_PER_EXECUTION_DEFAULT
+            steps_per_execution = 1 if tf.distribute.has_strategy() else STEPS_PER_EXECUTION_DEFAULT
         super().compile(optimizer=optimizer, jit_compile=jit_compile, steps_per_execution=steps_per_execution,
                         **kwargs)
         if self._auto_steps:  # a reloaded .keras file decides again, as here

@@ -14,6 +14,8 @@ the global batch). A new estimator is a new subclass, registered under a name:
 
 "mean_batch" is the mean over the GLOBAL batch (kvae.replicas.batch_mean), so
 N replicas take the step one device takes. Everything here is float32.
+Over 350 lines: five estimators, each with its math in its docstring, and
+the shared Terms, KL and lookup; splitting them would scatter one interface.
 
 Example:
     >>> import tensorflow as tf

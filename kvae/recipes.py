@@ -64,8 +64,16 @@ class Recipe:
     patience: int = 50
 
     def config(self, **given):
-        """The recipe's `TrainConfig`: its settings, then `given` (only the
-        fields in OPEN_FIELDS; others raise RunError naming the flag)."""
+        """The recipe's run settings: its own, then `given`.
+
+        Args:
+            **given: `TrainConfig` fields, only those in OPEN_FIELDS (others
+                raise RunError naming the flag).
+
+        Returns:
+            kvae.config.TrainConfig, validated; its model fields name the
+            recipe's parts (the recipe builds them with its own options).
+        """
         from kvae.config import RunError, TrainConfig, flag
 
         fixed = sorted(k for k in given if k not in OPEN_FIELDS)
@@ -78,7 +86,14 @@ class Recipe:
         return cfg
 
     def build_model(self, cfg, ds):
-        """(uncompiled kvae.VAE, keras optimizer) for the config `config` made."""
+        """The recipe's model.
+
+        Args:
+            cfg: the TrainConfig `config` made; ds: the kvae.data.Dataset.
+
+        Returns:
+            (an uncompiled kvae.VAE, a keras.optimizers.Adam).
+        """
         import keras
 
         import kvae
@@ -99,14 +114,22 @@ class Recipe:
         return ("val_loss", "min") if self.settings.get("objective") in ("iwae", "dreg") else ("val_elbo", "max")
 
     def callbacks(self):
-        """Early stopping on the validation bound."""
+        """Early stopping on the validation bound.
+
+        Returns:
+            list of keras callbacks.
+        """
         import keras
 
         metric, mode = self.monitor
         return [keras.callbacks.EarlyStopping(metric, mode=mode, patience=self.patience)] if self.patience else []
 
     def row(self):
-        """What `kvae recipes` prints about it: name, summary, published, goal, measured."""
+        """What `kvae recipes` prints about it.
+
+        Returns:
+            (name, summary, published, goal, measured), each a str.
+        """
         m = MEASURED.get(self.name)
         measured = (f"{m['nll']:.2f} nats in {m['minutes']:.0f} min ({m['epochs']} epochs; {m['where']})"
                     if m else "not measured yet")
@@ -144,12 +167,13 @@ RECIPES = {r.name: r for r in (
     Recipe("iwae50", "IWAE bound, k = 50, N(0, I) prior, 40 latents", "86.82 to 87.10 (pythae; Burda et al.)",
            86.5, dict(objective="iwae", num_samples=50)),
     Recipe("vamp", "ELBO, VampPrior with 500 pseudo-inputs, 40 latents", "85.57 (Tomczak & Welling 2018)", 85.0,
-           _ELBO, prior=_vamp),
+           {**_ELBO, "prior": "vamp"}, prior=_vamp),
     Recipe("hvae_vamp", "two stochastic layers (40 + 40) with the VampPrior on the top one",
-           "83.19 (Tomczak & Welling 2018)", 83.0, {**_ELBO, "latent_dim": 80},
+           "83.19 (Tomczak & Welling 2018)", 83.0,
+           {**_ELBO, "latent_dim": 80, "posterior": "hierarchical", "prior": "hierarchical_vamp"},
            posterior=_hierarchical, prior=_hierarchical_vamp),
     Recipe("iaf", "ELBO, IAF posterior (2 steps, MADE 320), N(0, I) prior, 40 latents",
-           "IAF paper: dynamic MNIST only", None, _ELBO, posterior=_iaf),
+           "IAF paper: dynamic MNIST only", None, {**_ELBO, "posterior": "iaf"}, posterior=_iaf),
     Recipe("vae_10min", "the vae recipe in 10 minutes: warm-up 10 epochs, Adam 1e-3 decaying to 0 (cosine) "
            "over the 10 minutes", "PyTorch reference 91.5 in 10 min (this machine)", 89.0,
            {**_ELBO, "kl_warmup": 10, "time_limit": 10.0, "lr_decay": "cosine", "learning_rate": 1e-3}),
@@ -163,12 +187,26 @@ MEASURED = {
 
 
 def names():
-    """The recipe names, sorted."""
+    """The recipe names.
+
+    Returns:
+        list of str, sorted.
+    """
     return sorted(RECIPES)
 
 
 def get(name):
-    """The `Recipe` called `name` (ValueError listing the names otherwise)."""
+    """The `Recipe` called `name`.
+
+    Args:
+        name: str, one of `names()`.
+
+    Returns:
+        Recipe.
+
+    Raises:
+        ValueError listing the names if `name` is not one.
+    """
     if name not in RECIPES:
         raise ValueError(f"Unknown recipe {name!r}. Choose one of: {', '.join(names())} (kvae recipes lists them).")
     return RECIPES[name]
