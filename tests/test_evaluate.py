@@ -103,14 +103,14 @@ from pathlib import Path
 def peak_mb():  # VmHWM: this process's own peak (ru_maxrss may carry a parent's)
     status = Path("/proc/self/status").read_text().splitlines()
     return next(int(line.split()[1]) for line in status if line.startswith("VmHWM")) / 1024
-x = np.random.default_rng(0).integers(0, 2, (512, 8, 8, 1)).astype("float32")
+x = np.random.default_rng(0).integers(0, 2, (256, 8, 8, 1)).astype("float32")
 peaks = []
 for components, bound in ((50, None), (4000, None), (4000, 2**40)):
     if bound:
         kvae.evaluate.ROWS_BY_COMPONENTS = bound  # as if evaluation did not size its calls by K
     model = kvae.VAE((8, 8, 1), 8, encoder=kvae.networks.mlp([32]), decoder=kvae.networks.mlp([32]),
                      prior=kvae.priors.VampPrior(8, (8, 8, 1), num_pseudo_inputs=components))
-    kvae.evaluate.log_likelihood(model, x, k=300, batch_size=256)
+    kvae.evaluate.log_likelihood(model, x, k=200, batch_size=256)
     peaks.append(peak_mb())
 print(*peaks)
 """
