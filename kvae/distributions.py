@@ -29,7 +29,7 @@ from kvae import registry, replicas
 
 tfd = tfp.distributions
 
-__all__ = ["Posterior", "DiagonalGaussian", "FullCovarianceGaussian", "PowerSpherical", "Likelihood",
+__all__ = ["Posterior", "Density", "DiagonalGaussian", "FullCovarianceGaussian", "PowerSpherical", "Likelihood",
            "Bernoulli", "ContinuousBernoulli", "Gaussian", "get_posterior", "get_likelihood",
            "LOG_VAR_MIN", "LOG_VAR_MAX", "LOG_SCALE_MIN", "LOG_SCALE_MAX"]
 
@@ -115,6 +115,23 @@ class Posterior(_Named):
     def log_prob(self, params, z):
         """log q(z|x) [..., B] at any z [..., B, latent_dim]."""
         return self.distribution(params).log_prob(z)
+
+
+class Density:
+    """q(z|x) at fixed parameters for a posterior without a closed form (a
+    flow, two stochastic layers): `log_prob(z)` only, from the posterior's
+    `log_prob(params, z)`. Not a `tfd.Distribution`, so the KL is a Monte
+    Carlo estimate.
+
+    Args:
+        posterior: a `Posterior`; params: its parameters [B, P].
+    """
+
+    def __init__(self, posterior, params):
+        self.posterior, self.params = posterior, params
+
+    def log_prob(self, z):
+        return self.posterior.log_prob(self.params, z)
 
     def mode_stddev(self, params):
         """The mode of q (the mean, for Gaussians) and the marginal standard

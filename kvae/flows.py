@@ -24,7 +24,7 @@ import numpy as np
 import tensorflow as tf
 
 from kvae import registry
-from kvae.distributions import LOG_VAR_MAX, LOG_VAR_MIN, Posterior
+from kvae.distributions import LOG_VAR_MAX, LOG_VAR_MIN, Density, Posterior
 
 __all__ = ["MaskedDense", "IAFPosterior"]
 
@@ -191,21 +191,11 @@ class IAFPosterior(Posterior, keras.layers.Layer):
         return self._base_log_prob(eps, log_var) - log_det
 
     def distribution(self, params):
-        return _Flow(self, params)
+        return Density(self, params)
 
     def mode_stddev(self, params):
         mean, log_var, context = self._split(params)
         return self._forward(mean, context)[0], tf.exp(0.5 * log_var)
-
-
-class _Flow:
-    """q(z|x) of an `IAFPosterior` at given parameters: `log_prob` (inverts the flow)."""
-
-    def __init__(self, posterior, params):
-        self.posterior, self.params = posterior, params
-
-    def log_prob(self, z):
-        return self.posterior.log_prob(self.params, z)
 
 
 registry.register("posterior", "iaf")(lambda **_: IAFPosterior())

@@ -23,7 +23,7 @@ import keras
 import tensorflow as tf
 
 from kvae import registry
-from kvae.distributions import LOG_VAR_MAX, LOG_VAR_MIN, Posterior
+from kvae.distributions import LOG_VAR_MAX, LOG_VAR_MIN, Density, Posterior
 from kvae.priors import DiagonalMixture, Prior
 
 __all__ = ["HierarchicalPosterior", "HierarchicalVampPrior"]
@@ -150,7 +150,7 @@ class HierarchicalPosterior(Posterior, keras.layers.Layer):
         return _normal_log_prob(z2, mean2, log_var2) + _normal_log_prob(z1, *self._bottom(params, z2))
 
     def distribution(self, params):
-        return _Density(lambda z: self.log_prob(params, z))
+        return Density(self, params)
 
     def mode_stddev(self, params):
         mean2, log_var2 = self.top_mean_log_var(params)
@@ -212,13 +212,6 @@ class HierarchicalVampPrior(Prior):
         return {**super().get_config(), "input_shape": list(self.data_shape),
                 "num_pseudo_inputs": self.num_pseudo_inputs, "top_dim": self.top_dim_arg,
                 "hidden_units": self.hidden_units}
-
-
-class _Density:
-    """A density with `log_prob` only (q(z|x) at fixed parameters)."""
-
-    def __init__(self, log_prob):
-        self.log_prob = log_prob
 
 
 class _TwoLayerPrior:
