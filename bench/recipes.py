@@ -58,7 +58,8 @@ def run(name, args, out):
     state = json.loads((run_dir / "state.json").read_text())
     return dict(recipe=name, valid_nll=-summary["test_log_likelihood"], k=summary["test_k"],
                 valid_elbo=summary["test_elbo"], active_units=summary["test_active_units"],
-                train_minutes=summary["train_seconds"] / 60, eval_minutes=(total - summary["train_seconds"]) / 60,
+                train_minutes=summary["train_seconds"] / 60, eval_minutes=summary["eval_seconds"] / 60,
+                minutes_in_this_call=total / 60,
                 epochs=summary["epochs_done"], best_epoch=state.get("best_epoch"), peak_rss_mb=_peak_rss_mb(),
                 time_limit=limit, commit=_commit(), goal=recipes.get(name).goal)
 

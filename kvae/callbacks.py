@@ -13,7 +13,7 @@ from kvae import files, plots
 from kvae.rundir import STATE_FILE, read_state
 
 __all__ = ["ProgbarLogger", "with_progbar", "SetEpoch", "RunCheckpoint", "ImageGrids", "TrainingCurves",
-           "KLWarmup", "CapacityAnnealing", "TimeLimit"]
+           "KLWarmup", "CapacityAnnealing", "TimeLimit", "EarlyStopping"]
 
 
 class ProgbarLogger(keras.callbacks.ProgbarLogger):
@@ -80,10 +80,11 @@ class SetEpoch(keras.callbacks.Callback):
 class RunCheckpoint(keras.callbacks.Callback):
     """After every epoch with a finite loss: save `last.keras` (model and
     optimizer state) and, if the validation loss improved, `best.keras`; then
-    record the epoch in `state.json`. Saves go to a temporary file first and are
-    renamed into place, so a run killed at any moment leaves the previous
-    epoch's files intact. An epoch whose loss is NaN or Inf saves nothing and
-    stops training.
+    record the epoch and the training time so far (`train_seconds`, summed
+    over resumed processes) in `state.json`. Saves go to a temporary file
+    first and are renamed into place, so a run killed at any moment leaves the
+    previous epoch's files intact. An epoch whose loss is NaN or Inf saves
+    nothing and stops training.
 
     Args:
         run_dir: str or Path; monitor: the log key whose best value is "best";
@@ -96,6 +97,9 @@ class RunCheckpoint(keras.callbacks.Callback):
             raise ValueError(f"mode must be 'min' or 'max', got {mode!r}.")
         self.run_dir = Path(run_dir)
         self.monitor, self.sign = monitor, 1.0 if mode == "min" else -1.0
+
+    def on_train_begin(self, logs=None):
+        self._start = time.monotonic() - float(read_state(self.run_dir).get("train_seconds", 0.0))
 
     def _save_model(self, name):
         with files.atomic_path(self.run_dir / name) as tmp:  # removed again on any failure
@@ -117,6 +121,8 @@ class RunCheckpoint(keras.callbacks.Callback):
             self._save_model("best.keras")
             state.update(best=current, best_epoch=epoch + 1, best_monitor=self.monitor)
         state["epochs_done"] = epoch + 1
+        if hasattr(self, "_start"):
+            state["train_seconds"] = round(time.monotonic() - self._start, 1)
         state.pop("stopped_on_nan_at_epoch", None)
         files.write_json(self.run_dir / STATE_FILE, state)
 
@@ -241,29 +247,37 @@ class CapacityAnnealing(keras.callbacks.Callback):
 
 class TimeLimit(keras.callbacks.Callback):
     """Stop training at the end of the first epoch that finishes after
-    `minutes` of training in this process (a resumed run starts a new clock).
-    With `cosine=True` the learning rate also follows a cosine from its value
-    at the start to 0 over those minutes (set at the start of every epoch,
-    from the time spent), so a fixed budget ends on a converged model.
+    `minutes` of training, counting `spent_seconds` already trained by an
+    earlier process (a resumed run continues its budget, it does not start a
+    new one). With `cosine=True` the learning rate also follows a cosine from
+    `initial_lr` (default: the optimizer's rate at the start) to 0 over those
+    minutes (set at the start of every epoch, from the time spent), so a fixed
+    budget ends on a converged model, resumed or not.
 
     Args:
         minutes: float > 0.
         cosine: bool.
+        spent_seconds: float >= 0, training time before this process.
+        initial_lr: float or None, the cosine's starting rate.
     """
 
-    def __init__(self, minutes, cosine=False):
+    def __init__(self, minutes, cosine=False, spent_seconds=0.0, initial_lr=None):
         super().__init__()
         if not float(minutes) > 0:
             raise ValueError(f"minutes must be > 0, got {minutes}.")
+        if not float(spent_seconds) >= 0:
+            raise ValueError(f"spent_seconds must be >= 0, got {spent_seconds}.")
         self.minutes, self.cosine = float(minutes), bool(cosine)
+        self.spent, self.initial_lr = float(spent_seconds), initial_lr
         self.clock = time.monotonic  # seconds; replaceable (tests)
 
     def _fraction(self):
         return min(1.0, (self.clock() - self.start) / (60.0 * self.minutes))
 
     def on_train_begin(self, logs=None):
-        self.start = self.clock()
-        self.initial_lr = float(keras.ops.convert_to_numpy(self.model.optimizer.learning_rate))
+        self.start = self.clock() - self.spent
+        if self.initial_lr is None:
+            self.initial_lr = float(keras.ops.convert_to_numpy(self.model.optimizer.learning_rate))
 
     def on_epoch_begin(self, epoch, logs=None):
         if self.cosine:
@@ -273,3 +287,30 @@ class TimeLimit(keras.callbacks.Callback):
     def on_epoch_end(self, epoch, logs=None):
         if self._fraction() >= 1.0:
             self.model.stop_training = True
+
+
+class EarlyStopping(keras.callbacks.EarlyStopping):
+    """`keras.callbacks.EarlyStopping` that can continue a run's patience:
+    given the best value and the (1-based) epoch it was reached in, a fit
+    that starts at `initial_epoch` counts the epochs since then, as an
+    uninterrupted run would have.
+
+    Args:
+        monitor, mode, patience: as in keras; best: float or None, the best
+        monitored value so far; best_epoch: int or None, its epoch (1-based).
+    """
+
+    def __init__(self, monitor, mode, patience, best=None, best_epoch=None):
+        super().__init__(monitor, mode=mode, patience=patience)
+        self.resume_best, self.resume_epoch = best, best_epoch
+
+    def on_train_begin(self, logs=None):
+        super().on_train_begin(logs)
+        self._initial_epoch = None
+
+    def on_epoch_begin(self, epoch, logs=None):
+        if self._initial_epoch is None:
+            self._initial_epoch = epoch
+            if self.resume_best is not None and self.resume_epoch is not None and epoch >= self.resume_epoch:
+                self.best, self.best_epoch = float(self.resume_best), self.resume_epoch - 1
+                self.wait = epoch - self.resume_epoch

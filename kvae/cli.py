@@ -98,7 +98,7 @@ def _parser():
     t.add_argument("--steps-per-execution", type=_int, help=f"(default {D.steps_per_execution})")
     t.add_argument("--seed", type=_int, help=f"(default {D.seed})")
     t.add_argument("--time-limit", type=float, metavar="MINUTES",
-                   help="no new epoch after this many minutes of training (default 0: no limit)")
+                   help="no new epoch after this many minutes of training, summed over --resume (default 0: no limit)")
     t.add_argument("--lr-decay", help="none (default) or cosine: the learning rate falls to 0 over --time-limit")
     t.add_argument("--eval-k", type=_int, help="importance samples of the final test log p(x) in summary.json "
                                                "(default 0: ELBO only; recipes 5000)")

@@ -113,16 +113,23 @@ class Recipe:
         """(metric, mode) of model selection: the validation bound the recipe optimises."""
         return ("val_loss", "min") if self.settings.get("objective") in ("iwae", "dreg") else ("val_elbo", "max")
 
-    def callbacks(self):
-        """Early stopping on the validation bound.
+    def callbacks(self, state=None):
+        """Early stopping on the validation bound; given a run's state.json
+        (`kvae.rundir.read_state`), it continues that run's patience.
 
         Returns:
             list of keras callbacks.
         """
-        import keras
+        from kvae.callbacks import EarlyStopping
 
+        if not self.patience:
+            return []
         metric, mode = self.monitor
-        return [keras.callbacks.EarlyStopping(metric, mode=mode, patience=self.patience)] if self.patience else []
+        state = state or {}
+        kept = state.get("best_monitor") == metric and "best" in state and "best_epoch" in state
+        # state.json keeps the best as a loss (negated when higher is better)
+        best = (state["best"] if mode == "min" else -state["best"]) if kept else None
+        return [EarlyStopping(metric, mode, self.patience, best=best, best_epoch=state.get("best_epoch") if kept else None)]
 
     def row(self):
         """What `kvae recipes` prints about it.

@@ -525,8 +525,10 @@ def _fit(cfg, run_dir, ds, model, state, verbose, log, shown_dir=None):
         cbs.insert(1, kcallbacks.CapacityAnnealing(cfg.max_capacity, ramp))
     elif cfg.kl_warmup:
         cbs.insert(1, kcallbacks.KLWarmup(cfg.kl_warmup, schedule=cfg.kl_schedule))
-    cbs += recipe.callbacks() if recipe else []
-    cbs += [kcallbacks.TimeLimit(cfg.time_limit, cosine=cfg.lr_decay == "cosine")] if cfg.time_limit else []
+    # a resumed run continues its patience, its time budget and its cosine (state.json keeps them)
+    cbs += recipe.callbacks(state) if recipe else []
+    cbs += [kcallbacks.TimeLimit(cfg.time_limit, cosine=cfg.lr_decay == "cosine", initial_lr=cfg.learning_rate,
+                                 spent_seconds=state.get("train_seconds", 0.0))] if cfg.time_limit else []
     start = time.perf_counter()
     try:
         model.fit(train_ds, validation_data=val_ds, epochs=cfg.epochs, initial_epoch=state["epochs_done"],
@@ -559,8 +561,11 @@ def _fit(cfg, run_dir, ds, model, state, verbose, log, shown_dir=None):
     if cfg.eval_k:
         log(f"evaluating the best epoch ({state.get('best_epoch')}): log p(x) with k={cfg.eval_k} importance "
             f"samples on {len(ds.test[0])} test examples")
+    start = time.perf_counter()
     summary = evaluate(run_dir, ds=ds, model=load_model(run_dir, "best"), k=cfg.eval_k, verbose=verbose)
-    summary.update(train_seconds=round(elapsed, 1), epochs_done=state["epochs_done"])
+    # training time summed over resumed processes (state.json), as epochs_done is
+    summary.update(train_seconds=state.get("train_seconds", round(elapsed, 1)), epochs_done=state["epochs_done"],
+                   eval_seconds=round(time.perf_counter() - start, 1))
     files.write_json(run_dir / "summary.json", summary)
     return summary
 

@@ -68,6 +68,7 @@ def test_recipe_trains_and_reports_log_px_on_the_stand_in(name, tmp_path):
             model.latent_dim) == (posterior, prior, objective, latent)
     state = json.loads((tmp_path / "run" / "state.json").read_text())
     assert state["best_monitor"] == ("val_loss" if name == "iwae50" else "val_elbo")
+    assert summary["train_seconds"] == state["train_seconds"] > 0 and summary["eval_seconds"] > 0
     saved = json.loads((tmp_path / "run" / "config.json").read_text())["train"]
     assert saved["recipe"] == name and saved["batch_size"] == 100
     assert saved["learning_rate"] == (1e-3 if name == "vae_10min" else 5e-4)
@@ -124,3 +125,59 @@ def test_time_limit_and_best_by_the_validation_elbo(digits, tmp_path):
         check.on_epoch_end(epoch, {"loss": 1.0, "val_elbo": elbo})
     state = json.loads((tmp_path / "state.json").read_text())
     assert state["best_epoch"] == 2 and state["epochs_done"] == 3
+
+
+def test_a_resumed_recipe_continues_its_patience_time_and_cosine(tmp_path):
+    """A run resumed after epoch 4, whose best epoch was 2, has already waited
+    2 epochs; one that trained 90 s of a 2-minute budget has 30 s left, and its
+    cosine continues from the configured rate, not from the decayed one it saved."""
+    model = kvae.VAE((8, 8, 1), 2, encoder=kvae.networks.mlp([8]), decoder=kvae.networks.mlp([8]))
+    model.compile(optimizer=keras.optimizers.Adam(1e-4))  # the rate a resumed model comes back with
+    state = {"epochs_done": 4, "best": 20.0, "best_epoch": 2, "best_monitor": "val_elbo", "train_seconds": 90.0}
+
+    def stops(stopper, values, start=4):
+        model.stop_training = False
+        stopper.set_model(model)
+        stopper.on_train_begin()
+        for epoch, value in enumerate(values, start):
+            stopper.on_epoch_begin(epoch)
+            stopper.on_epoch_end(epoch, {"val_elbo": value})
+            if model.stop_training:
+                return epoch + 1
+        return None
+
+    recipe = recipes.get("vae")
+    patience = recipe.patience
+    (resumed,) = recipe.callbacks(dict(state))
+    # the best ELBO so far is -20 (state.json keeps it negated): -25 is no improvement
+    assert stops(resumed, [-25.0] * patience) == 2 + patience
+    assert stops(resumed, [-19.0] + [-25.0] * patience) == 5 + patience  # an improvement restarts the count
+    (fresh,) = recipe.callbacks()
+    assert stops(fresh, [-25.0] * patience) is None  # without the state: a new count, and -25 is the best
+    (other,) = recipe.callbacks({**state, "best_monitor": "val_loss"})  # a best of another metric is not kept
+    assert stops(other, [-25.0] * patience) is None
+
+    clock = iter([0.0, 0.0, 31.0])
+    limit = callbacks.TimeLimit(2.0, cosine=True, spent_seconds=state["train_seconds"], initial_lr=5e-4)
+    limit.clock = lambda: next(clock)
+    limit.set_model(model)
+    model.stop_training = False
+    limit.on_train_begin()
+    limit.on_epoch_begin(4)
+    np.testing.assert_allclose(float(model.optimizer.learning_rate.numpy()), 5e-4 * 0.5 * (1 + np.cos(0.75 * np.pi)),
+                               rtol=1e-6)
+    limit.on_epoch_end(4)
+    assert model.stop_training
+    with pytest.raises(ValueError, match="spent_seconds must be >= 0"):
+        callbacks.TimeLimit(1.0, spent_seconds=-1)
+
+    (tmp_path / "state.json").write_text(json.dumps(state))
+    (tmp_path / "last.keras").write_bytes(b"")  # epoch 4's, replaced by epoch 5's
+    model.fit(np.zeros((8, 8, 8, 1), "float32"), epochs=1, batch_size=8, verbose=0)  # built, so it saves
+    check = callbacks.RunCheckpoint(tmp_path, "val_elbo", "max")
+    check.set_model(model)
+    check.on_train_begin()
+    check.on_epoch_end(4, {"loss": 1.0, "val_elbo": -30.0})
+    saved = json.loads((tmp_path / "state.json").read_text())
+    assert saved["epochs_done"] == 5 and 90.0 <= saved["train_seconds"] < 150.0  # summed with the earlier 90 s
+    assert saved["best_epoch"] == 2  # -30 is worse than the kept best (-20)
