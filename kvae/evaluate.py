@@ -25,7 +25,7 @@ __all__ = ["log_weights", "log_likelihood", "posterior_modes", "active_units", "
 ROWS_BY_COMPONENTS = 2**22
 
 
-def log_weights(model, x, labels, k, seed):
+def log_weights(model, x, labels, k, seed, prior=None):
     """log p(x|z_i) + log p(z_i) - log q(z_i|x) for k draws z_i ~ q(z|x).
 
     Args:
@@ -33,11 +33,12 @@ def log_weights(model, x, labels, k, seed):
         x: float32 [B, *input_shape]; labels: int [B] or None.
         k: int, draws per example.
         seed: int [2] tensor (stateless).
+        prior: `model.prior.distribution(model)` if computed already, or None.
 
     Returns:
         float32 [k, B].
     """
-    return model.terms(x, labels, k, seed).log_weights
+    return model.terms(x, labels, k, seed, prior=prior).log_weights
 
 
 def log_likelihood(model, x, labels=None, k=1000, chunk=100, batch_size=256, seed=0, verbose=0):
@@ -74,9 +75,11 @@ def log_likelihood(model, x, labels=None, k=1000, chunk=100, batch_size=256, see
     components = int(getattr(model.prior, "num_components", 1))
     chunk = max(1, min(int(chunk), ROWS_BY_COMPONENTS // (int(batch_size) * components)))
 
+    prior = model.prior.distribution(model)  # fixed during evaluation: the VampPrior's encoder runs once
+
     @tf.function(reduce_retracing=True)
     def chunk_lse(xb, lb, n, seed):
-        return tf.reduce_logsumexp(log_weights(model, xb, lb, n, seed), axis=0)
+        return tf.reduce_logsumexp(log_weights(model, xb, lb, n, seed, prior), axis=0)
 
     out = np.empty(len(x), np.float64)
     bar = keras.utils.Progbar(len(x), unit_name="example") if verbose else None

@@ -215,22 +215,25 @@ class VAE(keras.Model):
         return self.reconstruct(x, labels if self.conditional else None)
 
     # ---------------------------------------------------------- objective
-    def terms(self, x, labels=None, k=1, seed=(0, 0), training=False, q_params=None):
+    def terms(self, x, labels=None, k=1, seed=(0, 0), training=False, q_params=None, prior=None):
         """The `objectives.Terms` of x [B, ...] at k draws z_i ~ q(z|x): log
         p(x|z_i), log p(z_i), log q(z_i|x) (each [k, B]) and KL(q || p) [B].
         The noise is this replica's rows of one global draw from the stateless
         `seed` (kvae.replicas). `q_params` [B, num_params], if given, replaces
-        the encoder's output (kvae.anomaly's likelihood regret optimises them)."""
+        the encoder's output (kvae.anomaly's likelihood regret optimises them);
+        `prior`, if given, is `self.prior.distribution(self)` computed once by
+        the caller (evaluation: the VampPrior's pseudo-inputs encoded once)."""
         batch_size = tf.shape(x)[0]
         eps = tf.transpose(replicas.noise(seed, batch_size, [k, self.latent_dim]), [1, 0, 2])  # [k, B, d]
-        prior = self.prior.distribution(self)  # once: the VampPrior encodes its pseudo-inputs here
+        if prior is None:
+            prior = self.prior.distribution(self)  # once: the VampPrior encodes its pseudo-inputs here
         if q_params is None:
             q_params = self.encode_params(x, labels, training=training)
         z, log_qz = self.posterior.sample_and_log_prob(q_params, eps, seed)
         rep_labels = None if labels is None else tf.tile(tf.reshape(labels, [-1]), [tf.shape(z)[0]])
         x_params = self.decode_params(tf.reshape(z, [-1, self.latent_dim]), rep_labels, training=training)
         x_params = tf.reshape(x_params, tf.concat([tf.shape(z)[:2], self.param_shape], 0))
-        log_px_z = self.likelihood.distribution(x_params, len(self.data_shape)).log_prob(tf.cast(x, tf.float32))
+        log_px_z = self.likelihood.log_prob(x_params, tf.cast(x, tf.float32), len(self.data_shape))
         log_pz = prior.log_prob(z)
         kl = objectives.kl_divergence(self.posterior.distribution(q_params), prior, log_qz, log_pz)
         return objectives.Terms(log_px_z, log_pz, log_qz, kl, q_params, self.posterior, self.prior, z)

@@ -29,7 +29,7 @@ class DiagonalMixture:
 
         log N(z; m_k, v_k) = -1/2 (z^2 . 1/v_k - 2 z . m_k/v_k + m_k^2 . 1/v_k + sum_j v_kj + d log 2 pi)
 
-    The quadratic form is two matrix products, in float64 (in float32 its
+    The quadratic form is one matrix product, in float64 (in float32 its
     cancellation costs up to 0.03 nats when variances are small); the result
     is float32. Not a `tfd.Distribution`: the KL to it is a Monte Carlo estimate.
 
@@ -57,8 +57,9 @@ class DiagonalMixture:
         flat = tf.cast(tf.reshape(z, [-1, tf.shape(z)[-1]]), tf.float64)
         means, log_vars = tf.cast(self.means, tf.float64), tf.cast(self.log_vars, tf.float64)
         inv = tf.exp(-log_vars)
-        quad = (tf.matmul(flat * flat, inv, transpose_b=True) - 2.0 * tf.matmul(flat, means * inv, transpose_b=True)
-                + tf.reduce_sum(means * means * inv, axis=-1))  # [N, K]
+        # one product of [z^2, z] and [1/v, -2 m/v] (one [N, 2d] x [2d, K] matmul costs less than two)
+        quad = (tf.matmul(tf.concat([flat * flat, flat], -1), tf.concat([inv, -2.0 * means * inv], -1),
+                          transpose_b=True) + tf.reduce_sum(means * means * inv, axis=-1))  # [N, K]
         d = tf.cast(tf.shape(means)[-1], tf.float64)
         log_norm = tf.reduce_sum(log_vars, axis=-1) + d * tf.math.log(2.0 * tf.constant(3.141592653589793, tf.float64))
         component = tf.cast(-0.5 * (quad + log_norm), tf.float32) + self.log_weights
