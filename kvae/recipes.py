@@ -121,15 +121,13 @@ class Recipe:
             list of keras callbacks.
         """
         from kvae.callbacks import EarlyStopping
+        from kvae.rundir import best_so_far
 
         if not self.patience:
             return []
         metric, mode = self.monitor
-        state = state or {}
-        kept = state.get("best_monitor") == metric and "best" in state and "best_epoch" in state
-        # state.json keeps the best as a loss (negated when higher is better)
-        best = (state["best"] if mode == "min" else -state["best"]) if kept else None
-        return [EarlyStopping(metric, mode, self.patience, best=best, best_epoch=state.get("best_epoch") if kept else None)]
+        best, best_epoch = best_so_far(state or {}, metric, mode)
+        return [EarlyStopping(metric, mode, self.patience, best=best, best_epoch=best_epoch)]
 
     def row(self):
         """What `kvae recipes` prints about it.

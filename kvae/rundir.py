@@ -19,8 +19,8 @@ from pathlib import Path
 
 from kvae.config import RunError, TrainConfig
 
-__all__ = ["CONFIG_FILE", "STATE_FILE", "is_run", "load_config", "load_model", "read_state", "read_summary",
-           "open_model"]
+__all__ = ["CONFIG_FILE", "STATE_FILE", "is_run", "load_config", "load_model", "read_state", "best_so_far",
+           "read_summary", "open_model"]
 
 CONFIG_FILE = "config.json"
 STATE_FILE = "state.json"
@@ -115,6 +115,22 @@ def read_state(run_dir):
     if done > 0 and not (run_dir / "last.keras").exists():
         raise RunError(f"{path} says {done} epochs finished, but {run_dir / 'last.keras'} is missing.")
     return state
+
+
+def best_so_far(state, monitor, mode):
+    """The best value so far in `monitor`'s own units and its epoch, from a
+    state.json that `kvae.callbacks.RunCheckpoint` wrote (it keeps the best
+    as a loss: negated when `mode` is 'max').
+
+    Args:
+        state: dict, `read_state`'s; monitor: str, a log key; mode: 'min' or 'max'.
+
+    Returns:
+        (float, int 1-based epoch), or (None, None) if the state holds no best of that monitor.
+    """
+    if state.get("best_monitor") != monitor or "best" not in state or "best_epoch" not in state:
+        return None, None
+    return (state["best"] if mode == "min" else -state["best"]), state["best_epoch"]
 
 
 def read_summary(run_dir):
