@@ -1,6 +1,6 @@
 """Run kvae's recipes (kvae.recipes) on statically binarised MNIST and record
 what they reach: the validation NLL (k = 5000, the published valid split,
-model selection on 10% of train), training and evaluation minutes, epochs,
+which also selects the model), training and evaluation minutes, epochs,
 peak memory, and the commit. Each recipe is exactly `kvae train --recipe NAME`;
 a killed run continues where it stopped when this script is started again
 with the same arguments (it resumes the run directory).
