@@ -154,16 +154,39 @@ def curves_figure(metrics):
     axes = fig.subplots(1, 3)
     for ax, key, label in zip(axes, ["elbo", "reconstruction", "kl"],
                               ["ELBO (nats, higher is better)", "reconstruction -E log p(x|z)", "KL(q || p)"]):
+        shown = []
         for prefix, style in [("", "-"), ("val_", "--")]:
             if prefix + key in metrics:
-                ax.plot(epochs, metrics[prefix + key], style, marker="o", markersize=3,
+                ax.plot(epochs, metrics[prefix + key], style, marker="o", markersize=3 if length <= 100 else 1,
                         label="validation" if prefix else "train")
-        ax.set_title(label, fontsize=10)
+                shown.append(metrics[prefix + key])
+        skipped = _zoom_past_start(ax, shown)
+        ax.set_title(label + (f" (epochs 1-{skipped} off scale)" if skipped else ""), fontsize=10)
         ax.set_xlabel("epoch")
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=8)
+        if shown:
+            ax.legend(fontsize=8)
     fig.tight_layout()
     return fig
+
+
+def _zoom_past_start(ax, series, share=0.1, min_epochs=20):
+    """Fit the y axis to the epochs after the first `share` of a run of at least
+    `min_epochs` epochs: the first epochs' large values would otherwise flatten
+    the part a user reads (the train/validation gap). Returns how many leading
+    epochs may fall off the axis (0: none, the axis was left as plotted)."""
+    length = max((len(v) for v in series), default=0)
+    skip = int(length * share)
+    if length < min_epochs or not skip:
+        return 0
+    tail = np.concatenate([np.asarray(v, dtype="float64")[skip:] for v in series])
+    tail = tail[np.isfinite(tail)]
+    if not tail.size:
+        return 0
+    low, high = float(tail.min()), float(tail.max())
+    margin = 0.05 * (high - low) or 0.5
+    ax.set_ylim(low - margin, high + margin)
+    return skip
 
 
 def save_curves(metrics, path):

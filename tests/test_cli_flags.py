@@ -155,6 +155,20 @@ def test_ranking_and_masks_have_clear_errors():
     assert m[:, :2].all() and not m[:, 2:].any()
 
 
+def test_curves_figure_zooms_past_the_first_epochs_of_a_long_run():
+    # a warm-up's first epochs sit hundreds of nats below the rest: fitted to them,
+    # the axis would hide the 6-nat train/validation gap a user looks for
+    n = 40
+    train = np.r_[-500.0, -300.0, -200.0, -150.0, np.linspace(-100, -86, n - 4)]
+    val = np.r_[-510.0, -310.0, -210.0, -160.0, np.linspace(-104, -92, n - 5), np.nan]
+    fig = plots.curves_figure({"elbo": list(train), "val_elbo": list(val), "kl": list(np.linspace(90, 30, n))})
+    elbo_axis = fig.get_axes()[0]
+    low, high = elbo_axis.get_ylim()
+    assert -104 - 1.0 < low < -104 and -86 < high < -86 + 1.0  # the gap fills the axis (5% margins)
+    assert elbo_axis.get_title() == "ELBO (nats, higher is better) (epochs 1-4 off scale)"
+    np.testing.assert_array_equal(elbo_axis.get_lines()[0].get_ydata(), train)  # nothing dropped, only off scale
+
+
 def test_curves_figure_plots_train_and_validation_per_metric():
     history = {"elbo": [-50.0, -40.0, -35.0], "val_elbo": [-52.0, -43.0, -39.0], "reconstruction": [45.0, 36.0, 30.0],
                "kl": [5.0, 4.0, 5.0]}
