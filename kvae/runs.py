@@ -529,9 +529,13 @@ def _fit(cfg, run_dir, ds, model, state, verbose, log, shown_dir=None):
     cbs += recipe.callbacks(state) if recipe else []
     cbs += [kcallbacks.TimeLimit(cfg.time_limit, cosine=cfg.lr_decay == "cosine", initial_lr=cfg.learning_rate,
                                  spent_seconds=state.get("train_seconds", 0.0))] if cfg.time_limit else []
+    epochs, spent = cfg.epochs, state.get("train_seconds", 0.0)
+    if cfg.time_limit and spent >= 60.0 * cfg.time_limit:  # a resumed run whose budget is used up
+        log(f"--time-limit {cfg.time_limit:g} is spent ({spent / 60:.1f} minutes trained): no new epoch")
+        epochs = state["epochs_done"]
     start = time.perf_counter()
     try:
-        model.fit(train_ds, validation_data=val_ds, epochs=cfg.epochs, initial_epoch=state["epochs_done"],
+        model.fit(train_ds, validation_data=val_ds, epochs=epochs, initial_epoch=state["epochs_done"],
                   callbacks=cbs, verbose=verbose, shuffle=False)  # the pipeline shuffles
     except tf.errors.UnavailableError as e:  # a multi-worker run lost a worker
         if cfg.strategy != "multiworker":

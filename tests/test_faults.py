@@ -295,6 +295,19 @@ def test_resume_refuses_flags_that_would_change_the_run(run, capsys):
     assert run_cli("train", "--resume", run, "--latent-dim", 4, "--dataset", "digits", "--epochs", 1) == 0
 
 
+def test_a_resumed_run_whose_time_limit_is_spent_trains_no_more_epochs(run, capsys):
+    import json
+
+    state = rundir.read_state(run)
+    done = state["epochs_done"]
+    (run / "state.json").write_text(json.dumps({**state, "train_seconds": 120.0}))  # 2 minutes trained
+    assert run_cli("train", "--resume", run, "--epochs", done + 2, "--time-limit", 2, "--quiet") == 0
+    assert rundir.read_state(run)["epochs_done"] == done  # not one more epoch
+    assert (run / "summary.json").is_file()  # but evaluated
+    assert run_cli("train", "--resume", run, "--epochs", done + 2, "--time-limit", 5, "--quiet") == 0
+    assert rundir.read_state(run)["epochs_done"] == done + 2  # budget left: it trains
+
+
 def test_resume_keeps_only_whole_metric_rows(run):
     with open(run / "metrics.csv", "a") as f:
         f.write("1,-40.2,")  # half a row from a killed epoch
