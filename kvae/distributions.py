@@ -143,10 +143,29 @@ class Density:
 class DiagonalGaussian(Posterior):
     """q(z|x) = N(mu, diag(sigma^2)); params = [mu, log sigma^2] (2 d numbers).
 
-    z = mu + sigma * eps. log sigma^2 is clamped to [LOG_VAR_MIN, LOG_VAR_MAX].
+    z = mu + sigma * eps. log sigma^2 is clamped to [log_var_min, log_var_max]
+    (no gradient outside). A higher floor limits how sharp q can be, as the
+    hardtanh(-6, 2) of Tomczak and Welling's networks does.
+
+    Args:
+        log_var_min, log_var_max: floats, the clamp (default LOG_VAR_MIN, LOG_VAR_MAX).
+
+    Example:
+        >>> DiagonalGaussian(log_var_min=-6.0, log_var_max=2.0).mean_log_var([[0.0, -9.0]])[1].numpy()
+        array([[-6.]], dtype=float32)
     """
 
     name = "diagonal"
+
+    def __init__(self, log_var_min=LOG_VAR_MIN, log_var_max=LOG_VAR_MAX):
+        self.log_var_min, self.log_var_max = float(log_var_min), float(log_var_max)
+        if not self.log_var_min < self.log_var_max:
+            raise ValueError(f"log_var_min must be below log_var_max, got {self.log_var_min} and {self.log_var_max}.")
+
+    def get_config(self):
+        if (self.log_var_min, self.log_var_max) == (LOG_VAR_MIN, LOG_VAR_MAX):
+            return {}  # the default: configs saved before the option load unchanged
+        return {"log_var_min": self.log_var_min, "log_var_max": self.log_var_max}
 
     def num_params(self, latent_dim):
         return 2 * latent_dim
@@ -154,7 +173,7 @@ class DiagonalGaussian(Posterior):
     def mean_log_var(self, params):
         """(mean, clamped log-variance), each [B, latent_dim]."""
         mean, log_var = tf.split(_f32(params), 2, axis=-1)
-        return mean, tf.clip_by_value(log_var, LOG_VAR_MIN, LOG_VAR_MAX)
+        return mean, tf.clip_by_value(log_var, self.log_var_min, self.log_var_max)
 
     _split = mean_log_var
 

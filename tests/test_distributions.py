@@ -154,6 +154,25 @@ def test_log_variance_and_log_scale_are_clamped():
     assert np.isfinite(logp.numpy()).all()
 
 
+def test_diagonal_clamp_is_per_posterior_and_survives_saving(tmp_path):
+    import kvae
+
+    tight = distributions.DiagonalGaussian(log_var_min=-6.0, log_var_max=2.0)
+    _, log_var = tight.mean_log_var(np.array([[0.0, 0.0, 0.0, -9.0, 5.0, -1.0]], "float32"))
+    np.testing.assert_array_equal(log_var.numpy(), [[-6.0, 2.0, -1.0]])
+    # samples follow the clamped scale: at log-var -9 the draws' spread is exp(-3), not exp(-4.5)
+    z = tight.reparameterize(np.array([[0.0, -9.0]], "float32"), np.ones((1, 1, 1), "float32"))
+    np.testing.assert_allclose(z.numpy().ravel(), [np.exp(-3.0)], rtol=1e-6)
+    assert distributions.DiagonalGaussian().get_config() == {}  # old configs keep loading as before
+    with pytest.raises(ValueError, match="log_var_min must be below log_var_max"):
+        distributions.DiagonalGaussian(log_var_min=2.0, log_var_max=-6.0)
+    model = kvae.VAE((8, 8, 1), 2, encoder=kvae.networks.mlp([8]), decoder=kvae.networks.mlp([8]), posterior=tight)
+    model.compile()
+    model.save(tmp_path / "m.keras")
+    again = kvae.load_model(tmp_path / "m.keras").posterior
+    assert (type(again), again.log_var_min, again.log_var_max) == (distributions.DiagonalGaussian, -6.0, 2.0)
+
+
 @pytest.mark.parametrize("bad", ["poisson", {"class_name": "Nope", "config": {}}, 3])
 def test_unknown_likelihood_is_a_clear_error(bad):
     with pytest.raises((ValueError, TypeError), match="likelihood|Nope|Could not"):
