@@ -34,8 +34,8 @@ import importlib
 
 __version__ = "0.1.0"
 
-_SUBMODULES = ("anomaly", "callbacks", "config", "data", "distributions", "evaluate", "exporters", "extras", "files", "flows", "hierarchical", "latent",
-               "model", "networks", "objectives", "plots", "priors", "recipes", "registry", "replicas", "rundir", "runs", "scoring", "sources",
+_SUBMODULES = ("anomaly", "callbacks", "config", "data", "distributions", "evaluate", "exporters", "extras", "files", "flows", "fused", "hierarchical", "latent",
+               "model", "networks", "objectives", "optimizers", "plots", "priors", "recipes", "registry", "replicas", "rundir", "runs", "scoring", "sources",
                "tfds_stream")
 
 __all__ = ["VAE", "load_model", "__version__", *_SUBMODULES]
@@ -72,6 +72,7 @@ def load_model(path):
     import keras
 
     import kvae.model  # noqa: F401 - registers kvae's classes with Keras
+    import kvae.optimizers  # noqa: F401 - and its optimizers
 
     path = Path(path)
     if not path.is_file():

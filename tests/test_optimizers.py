@@ -1,0 +1,41 @@
+import keras
+import numpy as np
+import pytest
+
+import kvae
+from kvae.optimizers import NormalizedAdam
+
+
+def _steps(optimizer, grads):
+    """The variable after applying each gradient in turn, from [1, 2, 3]."""
+    var = keras.Variable(np.array([1.0, 2.0, 3.0], "float32"))
+    for g in grads:
+        optimizer.apply_gradients([(keras.ops.convert_to_tensor(np.asarray(g, "float32")), var)])
+    return np.asarray(var)
+
+
+def test_normalized_adam_steps_do_not_follow_the_gradients_size():
+    small = [[0.3, -0.1, 0.2], [0.01, 0.02, -0.03], [1.0, 1.0, 0.5]]
+    large = [small[0], list(1000.0 * np.array(small[1])), small[2]]  # one gradient 1000x larger
+    unit = [list(np.array(g) / np.linalg.norm(g)) for g in small]
+    # the same path whatever each gradient's norm: Adam on the unit gradients
+    np.testing.assert_allclose(_steps(NormalizedAdam(learning_rate=0.1), large),
+                               _steps(NormalizedAdam(learning_rate=0.1), small), rtol=1e-5)
+    np.testing.assert_allclose(_steps(NormalizedAdam(learning_rate=0.1), small),
+                               _steps(keras.optimizers.Adam(learning_rate=0.1, epsilon=1e-7), unit), rtol=1e-4)
+    # plain Adam follows the large gradient: the two paths part by more than the tolerance above
+    plain = [_steps(keras.optimizers.Adam(learning_rate=0.1), g) for g in (small, large)]
+    assert np.abs(plain[0] - plain[1]).max() > 1e-2
+
+
+def test_normalized_adam_is_saved_with_the_model_and_checks_its_argument(tmp_path, digits):
+    with pytest.raises(ValueError, match="epsilon_norm must be > 0"):
+        NormalizedAdam(epsilon_norm=0.0)
+    model = kvae.VAE((8, 8, 1), 2, encoder=kvae.networks.mlp([8]), decoder=kvae.networks.mlp([8]), seed=1)
+    model.compile(optimizer=NormalizedAdam(learning_rate=5e-4, epsilon_norm=1e-6))
+    model.fit(digits[0][:64], epochs=1, batch_size=32, verbose=0)
+    model.save(tmp_path / "m.keras")
+    again = kvae.load_model(tmp_path / "m.keras").optimizer
+    assert type(again) is NormalizedAdam and again.epsilon_norm == 1e-6
+    assert float(again.learning_rate) == pytest.approx(5e-4)
+    assert int(again.iterations) == 2
