@@ -5,8 +5,9 @@ The model in both: the 784-400-20 MLP VAE of Kingma and Welling (ReLU; `--hidden
 analytic KL to N(0, I), one reparameterised sample, Adam(1e-3), batch 128.
 
 Both drop the last partial batch. kvae runs with its defaults (`compile()` uses XLA
-on a single device and 32 steps per execution) and tuned: also one TF inter-op
-thread (so both cores go to the step's intra-op pool).
+on a single device and 32 steps per execution, run as one XLA program: kvae.fused.MAX_BYTES)
+and with one XLA program per step (Keras's own loop, the
+default before; `--runs` adds `kvae-tuned`: the defaults + one TF inter-op thread).
 Each run is a fresh process (so neither framework's thread pools disturb the
 other); runs are interleaved in rounds and the ratio is the median of per-round
 ratios, because this shared VM's speed drifts by up to 2x over minutes. Data: Fashion-MNIST
@@ -15,7 +16,8 @@ the same shape (throughput does not depend on pixel values). Each reports
 images/s per epoch; the first epoch is warm-up (tracing, allocation) and the
 median of the rest is reported.
 
-    python bench/throughput.py [--epochs 4] [--n 20480] [--rounds 3] [--hidden 400] [--out bench/RESULTS.md]
+    python bench/throughput.py [--epochs 4] [--n 20480] [--rounds 3] [--hidden 400] [--runs torch,kvae,kvae-per-step]
+                               [--out bench/RESULTS.md]
 """
 
 import argparse
@@ -31,10 +33,11 @@ import numpy as np
 from report import emit
 
 BATCH, LATENT = 128, 20
-RUNS = ["torch", "kvae", "kvae-tuned"]
+RUNS = ["torch", "kvae", "kvae-per-step"]
 LABELS = {
     "torch": "PyTorch reference (eager, `torch.set_num_threads(cores)`)",
-    "kvae": "kvae `fit`, default `compile(optimizer=\"adam\")` (XLA, 32 steps per execution)",
+    "kvae": "kvae `fit`, default `compile(optimizer=\"adam\")` (XLA, 32 steps per execution in one program)",
+    "kvae-per-step": "kvae `fit`, the defaults but one XLA program per step (`kvae.fused.MAX_BYTES = 0`)",
     "kvae-tuned": "kvae `fit`, the defaults + 1 TF inter-op thread",
 }
 FASHION_DIR = "/usr/share/datasets/fashion-mnist"
@@ -54,21 +57,25 @@ def load_data(n):
     return x, source
 
 
-def run_kvae(x, epochs, tuned, hidden):
+def run_kvae(x, epochs, variant, hidden):
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     import keras
     import tensorflow as tf
 
-    if tuned:  # one inter-op thread leaves both cores to the (XLA) step's intra-op pool
+    if variant == "kvae-tuned":  # one inter-op thread leaves both cores to the (XLA) step's intra-op pool
         tf.config.threading.set_inter_op_parallelism_threads(1)
 
     import kvae
+    import kvae.fused
+
+    if variant == "kvae-per-step":
+        kvae.fused.MAX_BYTES = 0
 
     keras.utils.set_random_seed(0)
     model = kvae.VAE(input_shape=(28, 28, 1), latent_dim=LATENT, encoder=kvae.networks.mlp(hidden),
                      decoder=kvae.networks.mlp(hidden[::-1]), likelihood="bernoulli")
     # the default run is the README quickstart's `compile(optimizer="adam")` (Adam's default rate is 1e-3)
-    model.compile(optimizer="adam", **({"steps_per_execution": 32} if tuned else {}))
+    model.compile(optimizer="adam")
     # kvae's own pipeline: shuffles indices (as the reference's randperm does).
     ds = kvae.data.pipeline(x[..., None], batch_size=BATCH, seed=0, drop_remainder=True)
     times = []
@@ -132,7 +139,7 @@ def child(args):
     if args.child == "torch":
         times, loss = run_torch(x, args.epochs, args.hidden)
     else:
-        times, loss = run_kvae(x, args.epochs, args.child == "kvae-tuned", args.hidden)
+        times, loss = run_kvae(x, args.epochs, args.child, args.hidden)
     images = len(x) // BATCH * BATCH  # both sides drop the last partial batch
     rates = [images / t for t in times[1:]]  # drop the warm-up epoch
     print(json.dumps({"name": args.child, "images_per_s": statistics.median(rates),
@@ -156,17 +163,25 @@ def main():
     parser.add_argument("--hidden", default=[400], type=lambda t: [int(u) for u in t.split(",")],
                         help="hidden widths, e.g. 400 or 400,400 (default 400)")
     parser.add_argument("--out", default=None, help="append a results section to this markdown file")
-    parser.add_argument("--child", choices=RUNS, help=argparse.SUPPRESS)
+    parser.add_argument("--runs", default=RUNS, type=lambda t: t.split(","),
+                        help=f"which runs, in each round's order, torch first (default {','.join(RUNS)}; also "
+                             "kvae-tuned)")
+    parser.add_argument("--child", choices=list(LABELS), help=argparse.SUPPRESS)
     args = parser.parse_args()
+    unknown = [r for r in args.runs if r not in LABELS]
+    if unknown or args.runs[:1] != ["torch"]:
+        parser.error(f"--runs: {unknown[0]!r} is not one of {', '.join(LABELS)}" if unknown
+                     else "--runs must start with torch (the ratios are to it)")
     if args.epochs < 2:
         parser.error("--epochs must be >= 2 (the first epoch is warm-up)")
     if args.n < BATCH:
         parser.error(f"--n must be >= the batch size {BATCH}")
     if args.child:
         return child(args)
-    rates = {name: [] for name in RUNS}
+    runs = args.runs
+    rates = {name: [] for name in runs}
     for r in range(args.rounds):
-        for name in RUNS:
+        for name in runs:
             res = _run_child(name, args)
             rates[name].append(res["images_per_s"])
             print(f"round {r + 1}: {name:10s} {res['images_per_s']:8.0f} images/s "
@@ -176,16 +191,20 @@ def main():
     lines = [
         f"MLP 784-{'-'.join(map(str, args.hidden))}-{LATENT}. Data: {source}, n={args.n}, batch {BATCH}; each run "
         f"{args.epochs} epochs, first dropped, median epoch; {args.rounds} interleaved rounds "
-        f"(every round: {'; '.join(f'{n} ' + ', '.join(f'{v:.0f}' for v in rates[n]) for n in RUNS)}). Command: "
+        f"(every round: {'; '.join(f'{n} ' + ', '.join(f'{v:.0f}' for v in rates[n]) for n in runs)}). Command: "
         f"`python bench/throughput.py --epochs {args.epochs} --n {args.n} --rounds {args.rounds} "
-        f"--hidden {','.join(map(str, args.hidden))}`",
+        f"--hidden {','.join(map(str, args.hidden))} --runs {','.join(runs)}`",
         "",
         "| run | images/s (median of rounds) | ratio to PyTorch (median of per-round ratios) |",
         "| --- | ---: | ---: |",
     ]
-    for name in RUNS:
+    for name in runs:
         ratio = statistics.median(a / b for a, b in zip(rates[name], rates["torch"]))
         lines.append(f"| {LABELS[name]} | {statistics.median(rates[name]):.0f} | {ratio:.2f} |")
+    if {"kvae", "kvae-per-step"} <= set(runs):
+        gain = [a / b for a, b in zip(rates["kvae"], rates["kvae-per-step"])]
+        lines += ["", f"One XLA program per execution against one per step, per round: "
+                      f"{', '.join(f'{g:.2f}' for g in gain)} (median {statistics.median(gain):.2f}x)."]
     text = "\n".join(lines)
     emit(text, args.out)
 

@@ -14,7 +14,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from kvae import callbacks, data, distributions, networks, objectives, priors, replicas
+from kvae import callbacks, data, distributions, fused, networks, objectives, priors, replicas
 
 __all__ = ["VAE"]
 
@@ -271,6 +271,16 @@ class VAE(keras.Model):
         # A fixed seed: the validation ELBO of every epoch uses common random numbers.
         _, per_example, terms = self._step(data_batch, tf.constant([self.seed, -1], tf.int64), False)
         return self._logs(per_example, terms)
+
+    def make_train_function(self, force=False):
+        """Keras's train function; with XLA on one device, one that runs an
+        execution's batches in one XLA program (kvae.fused)."""
+        if self.train_function is not None and not force:
+            return self.train_function
+        super().make_train_function(force=True)
+        if fused.applies(self):
+            self.train_function = fused.train_function(self, self.train_function)
+        return self.train_function
 
     def compile(self, optimizer="adam", jit_compile=None, steps_per_execution=None, **kwargs):
         """`keras.Model.compile`, with no `loss` (the objective is the loss).

@@ -193,3 +193,39 @@ def test_compile_runs_several_steps_per_execution_by_default(digits, tmp_path):
     fixed.compile(steps_per_execution=7)
     fixed.fit(digits[0][:64], epochs=1, batch_size=32, verbose=0)
     assert fixed.steps_per_execution == 7
+
+
+def test_xla_fit_runs_an_executions_batches_in_one_program_with_the_same_result(digits, monkeypatch):
+    """With XLA, an execution's full-size batches train in one compiled loop
+    (kvae.fused); the weights, the step count and the
+    logged losses are those of one program per step, the epoch's short last
+    batch included."""
+    import kvae.fused
+
+    x = digits[0][:330]  # 10 batches of 32 and one of 10
+    traced = []
+    fused_steps = kvae.fused.train_steps
+
+    def spy(model, stacked):
+        traced.append(int(tf.nest.flatten(stacked)[0].shape[0]))  # runs when a program is traced
+        return fused_steps(model, stacked)
+
+    monkeypatch.setattr(kvae.fused, "train_steps", spy)
+
+    def trained(max_bytes):
+        monkeypatch.setattr(kvae.fused, "MAX_BYTES", max_bytes)
+        keras.utils.set_random_seed(0)
+        model = kvae.VAE((8, 8, 1), 2, encoder=kvae.networks.mlp([16]), decoder=kvae.networks.mlp([16]), seed=3)
+        model.compile(jit_compile=True, steps_per_execution=4)
+        history = model.fit(x, epochs=2, batch_size=32, shuffle=False, verbose=0)
+        return model, history.history["loss"]
+
+    plain, plain_loss = trained(0)
+    assert traced == []  # turned off: Keras's one program per step
+    fused, fused_loss = trained(32 * 64 * 4 * 3)  # three batches of 32 8x8 floats per program at most
+    # executions of 4 batches -> programs of 3 + 1; the last execution: 2 full batches and the short one
+    assert sorted(set(traced)) == [2, 3]
+    assert int(fused.optimizer.iterations) == int(plain.optimizer.iterations) == 22
+    np.testing.assert_allclose(fused_loss, plain_loss, rtol=1e-5)
+    for a, b in zip(fused.get_weights(), plain.get_weights()):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
