@@ -2,7 +2,7 @@
 
 Keras runs `steps_per_execution` steps per call into TensorFlow, but with
 `jit_compile=True` each step is still its own XLA program launch. On a small
-MLP that launch is a large share of the step (bench/RESULTS.md). With XLA on
+MLP those launches cost about a tenth of the time (bench/RESULTS.md). With XLA on
 one device, `VAE.fit` instead pulls an execution's batches, stacks those with
 the first batch's shapes, and runs `train_step` over them in a while loop
 traced into ONE XLA program; a batch of another shape (an epoch's short last
