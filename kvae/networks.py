@@ -13,7 +13,7 @@ import keras
 
 from kvae import registry
 
-__all__ = ["GatedDense", "MLP", "Conv", "mlp", "conv", "get", "build_encoder", "build_decoder"]
+__all__ = ["GatedDense", "MLP", "Conv", "mlp", "conv", "he_normal", "get", "build_encoder", "build_decoder"]
 
 
 def _check_activation(activation):
@@ -192,6 +192,36 @@ def mlp(hidden_units=(512, 256), activation="relu", gated=False):
         MLP.
     """
     return MLP(hidden_units, activation, gated)
+
+
+def he_normal(model, seed=0):
+    """Redraw every Dense kernel of a built model from N(0, 2 / fan_in), the
+    He (Kaiming) normal initialisation that Tomczak and Welling's code applies
+    to all its linear layers; biases and other weights are left as they are.
+
+    Args:
+        model: a built Keras layer or model (e.g. a kvae.VAE).
+        seed: int, the draws' seed.
+
+    Returns:
+        int, the number of kernels redrawn.
+
+    Example:
+        >>> import keras
+        >>> layer = keras.layers.Dense(3)
+        >>> layer.build((None, 4))
+        >>> he_normal(layer)
+        1
+    """
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    dense = [layer for layer in model._flatten_layers(include_self=True, recursive=True)  # Keras 3's walk
+             if isinstance(layer, keras.layers.Dense)]
+    for layer in dense:
+        fan_in, fan_out = layer.kernel.shape
+        layer.kernel.assign(rng.normal(0.0, math.sqrt(2.0 / fan_in), (fan_in, fan_out)).astype("float32"))
+    return len(dense)
 
 
 def conv(filters=(32, 64), hidden_units=256, activation="relu"):

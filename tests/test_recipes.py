@@ -181,3 +181,27 @@ def test_a_resumed_recipe_continues_its_patience_time_and_cosine(tmp_path):
     saved = json.loads((tmp_path / "state.json").read_text())
     assert saved["epochs_done"] == 5 and 90.0 <= saved["train_seconds"] < 150.0  # summed with the earlier 90 s
     assert saved["best_epoch"] == 2  # -30 is worse than the kept best (-20)
+
+
+def test_the_vae_recipe_is_built_as_the_reference_code():
+    from kvae.data import Dataset
+
+    x = (np.zeros((4, 28, 28, 1), "float32"), None)
+    ds = Dataset(name="stand_in", source="zeros", train=x, validation=x, test=x)
+    for name, optimizer, clamp in [("vae", "NormalizedAdam", (-6.0, 2.0)), ("vamp", "Adam", (-12.0, 8.0))]:
+        cfg = recipes.get(name).config(dataset="binarized_mnist", seed=3)
+        model, opt = recipes.get(name).build_model(cfg, ds)
+        assert type(opt).__name__ == optimizer and float(opt.learning_rate) == pytest.approx(5e-4)
+        assert (model.posterior.log_var_min, model.posterior.log_var_max) == clamp
+        stds = {}
+        for layer in model._flatten_layers():
+            if isinstance(layer, keras.layers.Dense):
+                kernel = layer.kernel.numpy()
+                stds[kernel.shape] = kernel.std() * np.sqrt(kernel.shape[0] / 2.0)  # 1 for He's N(0, 2/fan_in)
+        big = [s for shape, s in stds.items() if shape[0] * shape[1] > 100_000]
+        if name == "vae":  # 784x600, 300x600, 300x784: the std of >= 180,000 draws is within 1% of its value
+            assert len(stds) >= 5 and len(big) == 3 and all(abs(s - 1.0) < 0.01 for s in big)
+        else:  # Glorot uniform: var 2 / (fan_in + fan_out), far from He's on the 784 x 600 kernel
+            assert abs(stds[(784, 600)] - 1.0) > 0.1
+    with pytest.raises(ValueError, match="optimizer must be 'adam' or 'normalized_adam'"):
+        recipes.Recipe("x", "", "", None, {}, optimizer="sgd")
