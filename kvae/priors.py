@@ -173,8 +173,13 @@ class MixtureOfGaussians(Prior):
 class VampPrior(Prior):
     """VampPrior (Tomczak and Welling, 2018): p(z) = 1/K sum_k q(z | u_k).
 
-    The K pseudo-inputs u_k are learned, kept in [0, 1] by a sigmoid, and sent
-    through the model's own encoder, so the prior is a mixture of posteriors.
+    The K pseudo-inputs u_k are learned, kept in [0, 1], and sent through the
+    model's own encoder, so the prior is a mixture of posteriors. They are
+    kept in [0, 1] either by a sigmoid of free logits drawn from N(0, 0.5^2)
+    (`pseudo_inputs="sigmoid"`, grey images at first) or, as in Tomczak and
+    Welling's code, by clipping free values drawn from N(0.05, 0.01^2)
+    (`pseudo_inputs="clip"`, near-black images at first; a value pushed
+    outside [0, 1] gets no gradient there, as with their hardtanh).
     KL is a Monte Carlo estimate. Unconditional models only. With a
     posterior that has `mean_log_var` (the diagonal Gaussian) the prior is a
     `DiagonalMixture` (memory [N, K], not [N, K, d]); else TFP's mixture of
@@ -185,17 +190,22 @@ class VampPrior(Prior):
         latent_dim: int, dimension of z.
         input_shape: shape of one data example (the pseudo-inputs' shape).
         num_pseudo_inputs: int, K.
+        pseudo_inputs: "sigmoid" (default) or "clip", how they are kept in [0, 1].
     """
 
-    def __init__(self, latent_dim, input_shape, num_pseudo_inputs=50, **kwargs):
+    def __init__(self, latent_dim, input_shape, num_pseudo_inputs=50, pseudo_inputs="sigmoid", **kwargs):
         super().__init__(latent_dim, **kwargs)
         if int(num_pseudo_inputs) < 1:
             raise ValueError(f"num_pseudo_inputs must be >= 1, got {num_pseudo_inputs}.")
+        if pseudo_inputs not in ("sigmoid", "clip"):
+            raise ValueError(f"pseudo_inputs must be 'sigmoid' or 'clip', got {pseudo_inputs!r}.")
         self.data_shape = tuple(int(s) for s in input_shape)
         self.num_pseudo_inputs = int(num_pseudo_inputs)
-        self.pseudo_logits = self.add_weight(
+        self.squash = pseudo_inputs
+        mean, std = (0.0, 0.5) if pseudo_inputs == "sigmoid" else (0.05, 0.01)
+        self.pseudo_logits = self.add_weight(  # the free parameters: logits, or the clipped values
             shape=(self.num_pseudo_inputs,) + self.data_shape,
-            initializer=keras.initializers.RandomNormal(stddev=0.5, seed=0),
+            initializer=keras.initializers.RandomNormal(mean, std, seed=0),
             name="pseudo_logits",
         )
 
@@ -215,7 +225,9 @@ class VampPrior(Prior):
         return self.num_pseudo_inputs
 
     def pseudo_inputs(self):
-        return tf.sigmoid(tf.cast(self.pseudo_logits, tf.float32))
+        """The K pseudo-inputs, float32 [K, *input_shape] in [0, 1]."""
+        free = tf.cast(self.pseudo_logits, tf.float32)
+        return tf.sigmoid(free) if self.squash == "sigmoid" else tf.clip_by_value(free, 0.0, 1.0)
 
     def distribution(self, model=None):
         if model is None:
@@ -231,6 +243,8 @@ class VampPrior(Prior):
     def get_config(self):
         config = super().get_config()
         config.update(input_shape=list(self.data_shape), num_pseudo_inputs=self.num_pseudo_inputs)
+        if self.squash != "sigmoid":  # configs saved before the option load unchanged
+            config["pseudo_inputs"] = self.squash
         return config
 
 

@@ -140,3 +140,31 @@ def test_the_old_names_of_moved_functions_still_work_with_a_warning():
         assert evaluate.posterior_means is evaluate.posterior_modes
     with pytest.raises(AttributeError):
         evaluate.no_such_thing
+
+
+def test_clipped_pseudo_inputs_start_near_black_train_and_survive_saving(tmp_path):
+    with pytest.raises(ValueError, match="pseudo_inputs must be 'sigmoid' or 'clip'"):
+        priors.VampPrior(3, (4,), pseudo_inputs="tanh")
+    prior = priors.VampPrior(2, (8, 8, 1), num_pseudo_inputs=30, pseudo_inputs="clip")
+    u = prior.pseudo_inputs().numpy()
+    # Tomczak and Welling's start: N(0.05, 0.01^2) values, so every pixel within 6 sigma of 0.05
+    assert abs(u.mean() - 0.05) < 0.002 and abs(u.std() - 0.01) < 0.002 and u.min() > -0.01
+    assert abs(float(priors.VampPrior(2, (8, 8, 1), 30).pseudo_inputs().numpy().mean()) - 0.5) < 0.05
+    # clipped: a value pushed out of [0, 1] is held at the bound and gets no gradient
+    prior.pseudo_logits.assign(tf.fill(prior.pseudo_logits.shape, 1.5))
+    with tf.GradientTape() as tape:
+        total = tf.reduce_sum(prior.pseudo_inputs())
+    assert float(total) == 30 * 64 and float(tf.reduce_max(tf.abs(tape.gradient(total, prior.pseudo_logits)))) == 0
+    prior.pseudo_logits.assign(tf.fill(prior.pseudo_logits.shape, 0.3))
+
+    model = kvae.VAE((8, 8, 1), 2, encoder=kvae.networks.mlp([16]), decoder=kvae.networks.mlp([16]),
+                     prior=prior, seed=0)
+    model.compile(optimizer="adam", jit_compile=False)
+    x = np.random.default_rng(0).integers(0, 2, (64, 8, 8, 1)).astype("float32")
+    model.fit(x, epochs=1, batch_size=32, verbose=0)
+    moved = model.prior.pseudo_inputs().numpy()
+    assert np.abs(moved - 0.3).max() > 1e-4  # the pseudo-inputs learn
+    model.save(tmp_path / "m.keras")
+    again = kvae.load_model(tmp_path / "m.keras")
+    assert again.prior.get_config()["pseudo_inputs"] == "clip"
+    np.testing.assert_array_equal(again.prior.pseudo_inputs().numpy(), moved)
