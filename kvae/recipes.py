@@ -223,8 +223,9 @@ MEASURED = {
     "vae": dict(nll=89.03, minutes=36.3, epochs=387,
                 where="early-stopped, best epoch 337; valid split, k=5000, which also selected; trained on 50,000; "
                       "commit 39b4981"),
-    "vae_10min": dict(nll=88.95, minutes=10.3, epochs=89,
-                      where="valid split, k=5000; trained on 45,000, selected on 5,000 train images; commit 3785099"),
+    "vae_10min": dict(nll=88.53, minutes=10.0, epochs=127,
+                      where="best epoch 123; valid split, k=5000, which also selected; trained on 50,000; "
+                            "commit ec7ec73"),
     "vamp": dict(nll=86.80, minutes=52.5, epochs=247,
                  where="early-stopped; valid split, k=5000; trained on 45,000, selected on 5,000 train images; "
                        "commit 1ee4d92"),
