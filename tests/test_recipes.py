@@ -71,7 +71,7 @@ def test_recipe_trains_and_reports_log_px_on_the_stand_in(name, tmp_path):
     assert summary["train_seconds"] == state["train_seconds"] > 0 and summary["eval_seconds"] > 0
     saved = json.loads((tmp_path / "run" / "config.json").read_text())["train"]
     assert saved["recipe"] == name and saved["batch_size"] == 100
-    assert saved["learning_rate"] == (1e-3 if name == "vae_10min" else 5e-4)
+    assert saved["learning_rate"] == (1e-3 if name in ("vae", "iaf", "vae_10min") else 5e-4)
 
 
 def test_recipe_from_the_command_line_and_its_errors(tmp_path, capsys):
@@ -146,7 +146,7 @@ def test_a_resumed_recipe_continues_its_patience_time_and_cosine(tmp_path):
                 return epoch + 1
         return None
 
-    recipe = recipes.get("vae")
+    recipe = recipes.get("vamp")
     patience = recipe.patience
     (resumed,) = recipe.callbacks(dict(state))
     # the best ELBO so far is -20 (state.json keeps it negated): -25 is no improvement
@@ -183,14 +183,21 @@ def test_a_resumed_recipe_continues_its_patience_time_and_cosine(tmp_path):
     assert saved["best_epoch"] == 2  # -30 is worse than the kept best (-20)
 
 
-def test_the_vae_recipe_is_built_as_the_reference_code():
+def _clamped(latent_dim, input_shape):
+    return kvae.distributions.DiagonalGaussian(log_var_min=-6.0, log_var_max=2.0)
+
+
+def test_a_recipe_can_train_as_the_reference_code():
     from kvae.data import Dataset
 
     x = (np.zeros((4, 28, 28, 1), "float32"), None)
     ds = Dataset(name="stand_in", source="zeros", train=x, validation=x, test=x)
-    for name, optimizer, clamp in [("vae", "NormalizedAdam", (-6.0, 2.0)), ("vamp", "Adam", (-12.0, 8.0))]:
-        cfg = recipes.get(name).config(dataset="binarized_mnist", seed=3)
-        model, opt = recipes.get(name).build_model(cfg, ds)
+    reference = recipes.Recipe("reference", "", "", None, dict(recipes._ELBO), posterior=_clamped,
+                               optimizer="normalized_adam", init="he")
+    for recipe, optimizer, clamp in [(reference, "NormalizedAdam", (-6.0, 2.0)),
+                                     (recipes.get("vamp"), "Adam", (-12.0, 8.0))]:
+        cfg = recipes.get("vamp").config(dataset="binarized_mnist", seed=3)  # config() wants a registered name
+        model, opt = recipe.build_model(cfg, ds)
         assert type(opt).__name__ == optimizer and float(opt.learning_rate) == pytest.approx(5e-4)
         assert (model.posterior.log_var_min, model.posterior.log_var_max) == clamp
         stds = {}
@@ -199,9 +206,19 @@ def test_the_vae_recipe_is_built_as_the_reference_code():
                 kernel = layer.kernel.numpy()
                 stds[kernel.shape] = kernel.std() * np.sqrt(kernel.shape[0] / 2.0)  # 1 for He's N(0, 2/fan_in)
         big = [s for shape, s in stds.items() if shape[0] * shape[1] > 100_000]
-        if name == "vae":  # 784x600, 300x600, 300x784: the std of >= 180,000 draws is within 1% of its value
+        if recipe is reference:  # 784x600, 300x600, 300x784: the std of >= 180,000 draws is within 1% of its value
             assert len(stds) >= 5 and len(big) == 3 and all(abs(s - 1.0) < 0.01 for s in big)
         else:  # Glorot uniform: var 2 / (fan_in + fan_out), far from He's on the 784 x 600 kernel
             assert abs(stds[(784, 600)] - 1.0) > 0.1
     with pytest.raises(ValueError, match="optimizer must be 'adam' or 'normalized_adam'"):
         recipes.Recipe("x", "", "", None, {}, optimizer="sgd")
+
+
+def test_the_cosine_recipes_run_their_whole_decay():
+    """vae, iaf and vae_10min let the learning rate reach 0: no early stopping
+    cuts the decay (the best epoch is still the one evaluated)."""
+    for name, minutes in [("vae", 15.0), ("iaf", 15.0), ("vae_10min", 10.0)]:
+        cfg = recipes.get(name).config(dataset="binarized_mnist")
+        assert (cfg.lr_decay, cfg.time_limit, cfg.learning_rate, cfg.kl_warmup) == ("cosine", minutes, 1e-3, 10)
+        assert recipes.get(name).callbacks() == []
+    assert len(recipes.get("vamp").callbacks()) == 1
