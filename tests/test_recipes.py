@@ -71,7 +71,7 @@ def test_recipe_trains_and_reports_log_px_on_the_stand_in(name, tmp_path):
     assert summary["train_seconds"] == state["train_seconds"] > 0 and summary["eval_seconds"] > 0
     saved = json.loads((tmp_path / "run" / "config.json").read_text())["train"]
     assert saved["recipe"] == name and saved["batch_size"] == 100
-    assert saved["learning_rate"] == (1e-3 if name in ("vae", "iaf", "vae_10min") else 5e-4)
+    assert saved["learning_rate"] == (5e-4 if name in ("iwae50", "hvae_vamp") else 1e-3)
 
 
 def test_recipe_from_the_command_line_and_its_errors(tmp_path, capsys):
@@ -146,7 +146,7 @@ def test_a_resumed_recipe_continues_its_patience_time_and_cosine(tmp_path):
                 return epoch + 1
         return None
 
-    recipe = recipes.get("vamp")
+    recipe = recipes.get("hvae_vamp")
     patience = recipe.patience
     (resumed,) = recipe.callbacks(dict(state))
     # the best ELBO so far is -20 (state.json keeps it negated): -25 is no improvement
@@ -198,7 +198,7 @@ def test_a_recipe_can_train_as_the_reference_code():
                                      (recipes.get("vamp"), "Adam", (-12.0, 8.0))]:
         cfg = recipes.get("vamp").config(dataset="binarized_mnist", seed=3)  # config() wants a registered name
         model, opt = recipe.build_model(cfg, ds)
-        assert type(opt).__name__ == optimizer and float(opt.learning_rate) == pytest.approx(5e-4)
+        assert type(opt).__name__ == optimizer and float(opt.learning_rate) == pytest.approx(cfg.learning_rate)
         assert (model.posterior.log_var_min, model.posterior.log_var_max) == clamp
         stds = {}
         for layer in model._flatten_layers():
@@ -215,10 +215,10 @@ def test_a_recipe_can_train_as_the_reference_code():
 
 
 def test_the_cosine_recipes_run_their_whole_decay():
-    """vae, iaf and vae_10min let the learning rate reach 0: no early stopping
-    cuts the decay (the best epoch is still the one evaluated)."""
-    for name, minutes in [("vae", 15.0), ("iaf", 15.0), ("vae_10min", 10.0)]:
+    """vae, iaf, vamp and vae_10min let the learning rate reach 0: no early
+    stopping cuts the decay (the best epoch is still the one evaluated)."""
+    for name, minutes in [("vae", 15.0), ("iaf", 15.0), ("vamp", 30.0), ("vae_10min", 10.0)]:
         cfg = recipes.get(name).config(dataset="binarized_mnist")
         assert (cfg.lr_decay, cfg.time_limit, cfg.learning_rate, cfg.kl_warmup) == ("cosine", minutes, 1e-3, 10)
         assert recipes.get(name).callbacks() == []
-    assert len(recipes.get("vamp").callbacks()) == 1
+    assert len(recipes.get("hvae_vamp").callbacks()) == 1
