@@ -223,6 +223,8 @@ MEASURED = {
     "vae_10min": dict(nll=88.53, minutes=10.0, epochs=127,
                       where="best epoch 123; valid split, k=5000, which also selected; trained on 50,000; "
                             "commit ec7ec73"),
+    "vamp": dict(nll=85.97, minutes=30.2, epochs=122,
+                 where="best epoch 121; valid split, k=5000, which also selected; trained on 50,000; commit 9fc2e87"),
     "hvae_vamp": dict(nll=85.20, minutes=80.1, epochs=216,
                       where="stopped by an 80-minute limit, still improving; valid split, k=5000, which also "
                             "selected; trained on 50,000; commit ff00241"),
