@@ -10,7 +10,8 @@ log p(x) with k = 5000 on the run's test split). As in the papers, all
 without the withheld test file (kvae.data.load) the valid split is also the
 one reported: no figure here saw test data.
 
-Common to every recipe (after Tomczak and Welling, 2018):
+Common to the recipes (the networks after Tomczak and Welling, 2018; iwae50 and hvae_vamp
+train differently, below):
 
     networks    gated MLPs (kvae.networks.GatedDense) 784-300-300 encoder, mirrored decoder, Bernoulli pixels
     optimiser   Adam, learning rate 1e-3 falling to 0 along a cosine over the recipe's time limit, batch 100
