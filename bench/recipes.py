@@ -61,7 +61,7 @@ def run(name, args, out):
                 train_minutes=summary["train_seconds"] / 60, eval_minutes=summary["eval_seconds"] / 60,
                 minutes_in_this_call=total / 60,
                 epochs=summary["epochs_done"], best_epoch=state.get("best_epoch"), peak_rss_mb=_peak_rss_mb(),
-                time_limit=limit, commit=_commit(), goal=recipes.get(name).goal)
+                time_limit=limit, commit=_commit(), goal=recipes.get(name).goal_text())
 
 
 def main():
@@ -87,8 +87,7 @@ def main():
         row = run(name, args, out)
         with open(out / "results.jsonl", "a") as f:
             f.write(json.dumps(row) + "\n")
-        goal = "-" if row["goal"] is None else f"<= {row['goal']}"
-        print(f"| {name} | {row['valid_nll']:.2f} | {goal} | {row['train_minutes']:.1f} | {row['eval_minutes']:.1f} | "
+        print(f"| {name} | {row['valid_nll']:.2f} | {row['goal']} | {row['train_minutes']:.1f} | {row['eval_minutes']:.1f} | "
               f"{row['epochs']} (best {row['best_epoch']}) | {row['peak_rss_mb']:.0f} | {row['commit']} |", flush=True)
 
 

@@ -93,6 +93,7 @@ def test_recipe_from_the_command_line_and_its_errors(tmp_path, capsys):
     assert cli.main(["recipes"]) == 0
     listing = capsys.readouterr().out
     assert all(name in listing for name in recipes.names()) and "85.57" in listing and "83.19" in listing
+    assert ">= 1 nat better than vae" in listing and "<= 88.5" in listing  # a relative goal, and a number
 
 
 def test_time_limit_and_best_by_the_validation_elbo(digits, tmp_path):
