@@ -48,63 +48,89 @@ def _top_dim(latent_dim, top_dim):
 
 
 class _MLP(keras.layers.Layer):
-    """Dense(hidden_units, relu) -> Dense(out), float32, on inputs of any rank."""
+    """[context, z] -> out, float32, on z of any rank: `hidden_layers` layers of
+    `hidden_units` (ReLU, or GatedDense if `gated`), then a linear layer. The
+    first layer's matmul is split, context @ W_c + z @ W_z: with k samples of z
+    per example the context's part is computed once, not k times."""
 
-    def __init__(self, hidden_units, out, input_dim, **kwargs):
+    def __init__(self, hidden_units, out, input_dim, context_dim=0, hidden_layers=1, gated=False, **kwargs):
         super().__init__(dtype="float32", **kwargs)
-        self.hidden = keras.layers.Dense(hidden_units, activation="relu", dtype="float32", name="hidden")
+        from kvae.networks import GatedDense
+
+        self.units, self.context_dim, self.gated = int(hidden_units), int(context_dim), bool(gated)
+        width = 2 * self.units if self.gated else self.units
+        self.hidden = keras.layers.Dense(width, dtype="float32", name="hidden")
+        self.hidden.build((None, self.context_dim + input_dim))
+        self.more = []
+        for i in range(int(hidden_layers) - 1):
+            layer = (GatedDense(self.units, dtype="float32", name=f"hidden_{i + 2}") if self.gated else
+                     keras.layers.Dense(self.units, activation="relu", dtype="float32", name=f"hidden_{i + 2}"))
+            layer.build((None, self.units))
+            self.more.append(layer)
         self.out = keras.layers.Dense(out, dtype="float32", name="out")
-        self.hidden.build((None, input_dim))
-        self.out.build((None, hidden_units))
+        self.out.build((None, self.units))
 
     def build(self, input_shape=None):
         self.built = True
 
-    def call(self, x):
-        return self.out(self.hidden(x))
+    def call(self, z, context=None):
+        kernel = self.hidden.kernel
+        h = tf.tensordot(z, kernel[self.context_dim:], 1) + self.hidden.bias
+        if self.context_dim:
+            h = h + tf.matmul(context, kernel[:self.context_dim])  # [B, width], broadcast over z's leading axes
+        h = h[..., :self.units] * tf.sigmoid(h[..., self.units:]) if self.gated else tf.nn.relu(h)
+        for layer in self.more:
+            h = layer(h)
+        return self.out(h)
 
 
-def _mlp(hidden_units, out, input_dim, name):
-    return _MLP(hidden_units, out, input_dim, name=name)
+def _check_net(hidden_units, hidden_layers):
+    if int(hidden_units) < 1 or int(hidden_layers) < 1:
+        raise ValueError(f"hidden_units and hidden_layers must be >= 1, got {hidden_units}, {hidden_layers}.")
 
 
 @keras.saving.register_keras_serializable(package="kvae")
 class HierarchicalPosterior(Posterior, keras.layers.Layer):
     """q(z2|x) q(z1|x, z2) (the module docstring has the math). The encoder
     head gives [mu2, log sigma2^2, h(x)] (2 top_dim + context_dim numbers);
-    this layer's MLP (one hidden layer of `hidden_units` ReLUs) maps [h(x), z2]
-    to q(z1|x, z2)'s mean and log-variance. `mode_stddev` is z2 = mu2 and
+    this layer's MLP (`hidden_layers` layers of `hidden_units`: ReLU, or
+    gated as in the reference code if `gated`) maps [h(x), z2] to q(z1|x, z2)'s
+    mean and log-variance. `mode_stddev` is z2 = mu2 and
     z1 = mu1(x, mu2), with the conditional standard deviations.
 
     Args:
         top_dim: int or None (latent_dim // 2).
         context_dim: int >= 1, size of h(x).
-        hidden_units: int >= 1.
+        hidden_units, hidden_layers: int >= 1.
+        gated: bool, `kvae.networks.GatedDense` layers instead of ReLU.
 
     Example:
         >>> import kvae
         >>> kvae.registry.get("posterior", "hierarchical")
-        HierarchicalPosterior(top_dim=None, context_dim=300, hidden_units=300)
+        HierarchicalPosterior(top_dim=None, context_dim=300, hidden_units=300, hidden_layers=1, gated=False)
     """
 
     name = "hierarchical"
     closed_form = False
 
-    def __init__(self, top_dim=None, context_dim=300, hidden_units=300, **kwargs):
+    def __init__(self, top_dim=None, context_dim=300, hidden_units=300, hidden_layers=1, gated=False, **kwargs):
         kwargs.setdefault("dtype", "float32")
         kwargs.setdefault("name", "hierarchical")
         keras.layers.Layer.__init__(self, **kwargs)
-        if int(context_dim) < 1 or int(hidden_units) < 1:
-            raise ValueError(f"context_dim and hidden_units must be >= 1, got {context_dim}, {hidden_units}.")
+        if int(context_dim) < 1:
+            raise ValueError(f"context_dim must be >= 1, got {context_dim}.")
+        _check_net(hidden_units, hidden_layers)
         self.top_dim_arg = top_dim
         self.context_dim, self.hidden_units = int(context_dim), int(hidden_units)
+        self.hidden_layers, self.gated = int(hidden_layers), bool(gated)
         self.latent_dim = self.top_dim = None
 
     def __repr__(self):
         return Posterior.__repr__(self)
 
     def get_config(self):
-        return {"top_dim": self.top_dim_arg, "context_dim": self.context_dim, "hidden_units": self.hidden_units}
+        return {"top_dim": self.top_dim_arg, "context_dim": self.context_dim, "hidden_units": self.hidden_units,
+                "hidden_layers": self.hidden_layers, "gated": self.gated}
 
     def build(self, input_shape=None):
         self.built = True
@@ -113,8 +139,8 @@ class HierarchicalPosterior(Posterior, keras.layers.Layer):
         """2 top_dim + context_dim; the first call also makes the z1 network."""
         if self.latent_dim is None:
             self.latent_dim, self.top_dim = int(latent_dim), _top_dim(latent_dim, self.top_dim_arg)
-            self.bottom = _mlp(self.hidden_units, 2 * (self.latent_dim - self.top_dim),
-                               self.context_dim + self.top_dim, "q_z1")
+            self.bottom = _MLP(self.hidden_units, 2 * (self.latent_dim - self.top_dim), self.top_dim,
+                               self.context_dim, self.hidden_layers, self.gated, name="q_z1")
         elif self.latent_dim != int(latent_dim):
             raise ValueError(f"This HierarchicalPosterior was built for latent_dim={self.latent_dim}, not {latent_dim}.")
         return 2 * self.top_dim + self.context_dim
@@ -127,9 +153,7 @@ class HierarchicalPosterior(Posterior, keras.layers.Layer):
 
     def _bottom(self, params, z2):
         """q(z1|x, z2)'s (mean, log-variance) for z2 [..., B, top_dim]."""
-        context = tf.cast(params, tf.float32)[..., 2 * self.top_dim:]
-        context = tf.broadcast_to(context, tf.concat([tf.shape(z2)[:-1], [self.context_dim]], 0))
-        return _mean_log_var(self.bottom(tf.concat([context, z2], axis=-1)))
+        return _mean_log_var(self.bottom(z2, tf.cast(params, tf.float32)[..., 2 * self.top_dim:]))
 
     def sample_and_log_prob(self, params, eps, seed=None):
         eps = tf.cast(eps, tf.float32)
@@ -162,32 +186,36 @@ class HierarchicalPosterior(Posterior, keras.layers.Layer):
 class HierarchicalVampPrior(Prior):
     """p(z2) p(z1|z2): a VampPrior over the top layer (its components are the
     posterior's q(z2|u_k) at K learned pseudo-inputs u_k in [0, 1]) and a
-    Gaussian p(z1|z2) whose mean and log-variance an MLP (one hidden layer of
-    `hidden_units` ReLUs) computes from z2. Needs the 'hierarchical' posterior
+    Gaussian p(z1|z2) whose mean and log-variance an MLP (`hidden_layers`
+    layers of `hidden_units`, ReLU or gated) computes from z2. Needs the 'hierarchical' posterior
     with the same top_dim. KL is a Monte Carlo estimate.
 
     Args:
         latent_dim: int >= 2; input_shape: one example's shape.
         num_pseudo_inputs: int >= 1, K.
         top_dim: int or None (latent_dim // 2).
-        hidden_units: int >= 1.
+        hidden_units, hidden_layers: int >= 1.
+        gated: bool, `kvae.networks.GatedDense` layers instead of ReLU.
     """
 
     uses_encoder = True
 
-    def __init__(self, latent_dim, input_shape, num_pseudo_inputs=500, top_dim=None, hidden_units=300, **kwargs):
+    def __init__(self, latent_dim, input_shape, num_pseudo_inputs=500, top_dim=None, hidden_units=300,
+                 hidden_layers=1, gated=False, **kwargs):
         super().__init__(latent_dim, **kwargs)
-        if int(num_pseudo_inputs) < 1 or int(hidden_units) < 1:
-            raise ValueError(f"num_pseudo_inputs and hidden_units must be >= 1, got {num_pseudo_inputs}, "
-                             f"{hidden_units}.")
+        if int(num_pseudo_inputs) < 1:
+            raise ValueError(f"num_pseudo_inputs must be >= 1, got {num_pseudo_inputs}.")
+        _check_net(hidden_units, hidden_layers)
         self.data_shape = tuple(int(s) for s in input_shape)
         self.num_pseudo_inputs, self.hidden_units = int(num_pseudo_inputs), int(hidden_units)
+        self.hidden_layers, self.gated = int(hidden_layers), bool(gated)
         self.top_dim_arg = top_dim
         self.top_dim = _top_dim(latent_dim, top_dim)
         self.pseudo_logits = self.add_weight(
             shape=(self.num_pseudo_inputs,) + self.data_shape,
             initializer=keras.initializers.RandomNormal(stddev=0.5, seed=0), name="pseudo_logits")
-        self.conditional = _mlp(self.hidden_units, 2 * (self.latent_dim - self.top_dim), self.top_dim, "p_z1")
+        self.conditional = _MLP(self.hidden_units, 2 * (self.latent_dim - self.top_dim), self.top_dim,
+                                hidden_layers=self.hidden_layers, gated=self.gated, name="p_z1")
 
     @property
     def num_components(self):
@@ -211,7 +239,7 @@ class HierarchicalVampPrior(Prior):
     def get_config(self):
         return {**super().get_config(), "input_shape": list(self.data_shape),
                 "num_pseudo_inputs": self.num_pseudo_inputs, "top_dim": self.top_dim_arg,
-                "hidden_units": self.hidden_units}
+                "hidden_units": self.hidden_units, "hidden_layers": self.hidden_layers, "gated": self.gated}
 
 
 class _TwoLayerPrior:

@@ -12,15 +12,18 @@ from kvae.hierarchical import HierarchicalPosterior, HierarchicalVampPrior
 from helpers import assert_keras_roundtrip
 
 
-@pytest.fixture(scope="module")
-def tiny():
-    """p(x | z1, z2) over 2 binary pixels with z2, z1 in R; random but fixed weights."""
+@pytest.fixture(scope="module", params=[(1, False, 0.3), (2, True, 0.6)], ids=["relu1", "gated2"])
+def tiny(request):
+    """p(x | z1, z2) over 2 binary pixels with z2, z1 in R; random but fixed weights. Both z1 networks as
+    the defaults (one ReLU layer) and as the hvae_vamp recipe's (two gated layers)."""
+    layers, gated, scale = request.param  # gates halve activations: larger weights keep the ELBO's gap visible
     model = kvae.VAE((2,), 2, encoder=kvae.networks.mlp([8]), decoder=kvae.networks.mlp([8]),
-                     posterior=HierarchicalPosterior(context_dim=3, hidden_units=8),
-                     prior=HierarchicalVampPrior(2, (2,), num_pseudo_inputs=3, hidden_units=8))
+                     posterior=HierarchicalPosterior(context_dim=3, hidden_units=8, hidden_layers=layers, gated=gated),
+                     prior=HierarchicalVampPrior(2, (2,), num_pseudo_inputs=3, hidden_units=8, hidden_layers=layers,
+                                                 gated=gated))
     rng = np.random.default_rng(1)
     for v in model.trainable_variables:
-        v.assign(rng.normal(0, 0.3, v.shape).astype("float32"))
+        v.assign(rng.normal(0, scale, v.shape).astype("float32"))
     return model
 
 
@@ -55,10 +58,33 @@ def test_bounds_stay_below_log_px_by_quadrature_and_importance_sampling_reaches_
         assert log_px - elbo > 0.03
 
 
+def test_q_z1_network_is_one_dense_layer_on_the_concatenation_of_context_and_z2(tiny):
+    """The first layer's matmul is split (context once per example, z2 per sample): same numbers as the
+    plain Dense on [h(x), z2] broadcast to every sample."""
+    net = tiny.posterior.bottom
+    rng = np.random.default_rng(0)
+    context = tf.constant(rng.normal(size=(5, 3)), tf.float32)
+    z2 = tf.constant(rng.normal(size=(7, 5, 1)), tf.float32)  # 7 samples for each of 5 examples
+    joint = tf.concat([tf.broadcast_to(context, (7, 5, 3)), z2], -1)
+    h = net.hidden(joint)
+    h = h[..., :8] * tf.sigmoid(h[..., 8:]) if net.gated else tf.nn.relu(h)
+    for layer in net.more:
+        h = layer(h)
+    np.testing.assert_allclose(net(z2, context).numpy(), net.out(h).numpy(), rtol=1e-5, atol=1e-6)
+
+
+def test_bad_network_sizes_are_refused():
+    with pytest.raises(ValueError, match="hidden_layers must be >= 1"):
+        HierarchicalPosterior(hidden_layers=0)
+    with pytest.raises(ValueError, match="hidden_units and hidden_layers"):
+        HierarchicalVampPrior(4, (2,), hidden_units=0)
+
+
 def test_two_layer_model_trains_saves_and_samples(digits, tmp_path):
     model = kvae.VAE((8, 8, 1), 6, encoder=kvae.networks.mlp([32]), decoder=kvae.networks.mlp([32]),
-                     posterior=HierarchicalPosterior(context_dim=16, hidden_units=16),
-                     prior=HierarchicalVampPrior(6, (8, 8, 1), num_pseudo_inputs=10, hidden_units=16))
+                     posterior=HierarchicalPosterior(context_dim=16, hidden_units=16, hidden_layers=2, gated=True),
+                     prior=HierarchicalVampPrior(6, (8, 8, 1), num_pseudo_inputs=10, hidden_units=16,
+                                                 hidden_layers=2, gated=True))
     model.compile()
     history = model.fit(digits[0][:256], validation_data=(digits[0][256:320],), epochs=2, batch_size=64, verbose=0)
     assert np.isfinite(history.history["val_elbo"]).all()
