@@ -6,7 +6,6 @@ import dataclasses
 import json
 import subprocess
 import sys
-import types
 
 import keras
 import numpy as np
@@ -220,7 +219,7 @@ def test_a_recipe_can_train_as_the_reference_code():
 def test_the_cosine_recipes_run_their_whole_decay():
     """Every recipe lets the learning rate reach 0: no early stopping cuts the
     decay (the best epoch is still the one evaluated)."""
-    for name, minutes in [("vae", 15.0), ("iaf", 15.0), ("vamp", 30.0), ("vae_10min", 10.0), ("hvae_vamp", 80.0)]:
+    for name, minutes in [("vae", 15.0), ("iaf", 15.0), ("vamp", 30.0), ("vae_10min", 10.0), ("hvae_vamp", 70.0)]:
         cfg = recipes.get(name).config(dataset="binarized_mnist")
         assert (cfg.lr_decay, cfg.time_limit, cfg.learning_rate, cfg.kl_warmup) == ("cosine", minutes, 1e-3, 10)
         assert recipes.get(name).callbacks() == []
@@ -228,10 +227,3 @@ def test_the_cosine_recipes_run_their_whole_decay():
     assert (cfg.lr_decay, cfg.time_limit, cfg.learning_rate, cfg.kl_warmup) == ("cosine", 90.0, 1e-3, 0)
     assert recipes.get("iwae50").callbacks() == []
 
-
-def test_hvae_vamp_has_the_reference_codes_z1_networks():
-    """q(z1|x, z2) and p(z1|z2) are two gated layers of 300 each, as in Tomczak and Welling's code."""
-    model, _ = recipes.get("hvae_vamp").build_model(recipes.get("hvae_vamp").config(dataset="binarized_mnist"),
-                                                    types.SimpleNamespace(input_shape=(28, 28, 1)))
-    for part in (model.posterior, model.prior):
-        assert (part.hidden_units, part.hidden_layers, part.gated) == (300, 2, True)
