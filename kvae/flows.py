@@ -45,7 +45,8 @@ class MaskedDense(keras.layers.Layer):
         self.bias = self.add_weight(shape=self.mask.shape[1:], initializer="zeros", name="bias")
 
     def call(self, x):
-        return tf.matmul(x, self.kernel * self.mask) + self.bias
+        # tensordot: one 2-D matmul over all leading axes ([k, B, in] in evaluation), not a broadcast batch matmul
+        return tf.tensordot(x, self.kernel * self.mask, 1) + self.bias
 
     def get_config(self):
         return {**super().get_config(), "mask": self.mask.tolist()}
