@@ -24,6 +24,7 @@ import tensorflow as tf
 
 from kvae import registry
 from kvae.distributions import LOG_VAR_MAX, LOG_VAR_MIN, Density, Posterior
+from kvae.networks import GatedDense
 from kvae.priors import DiagonalMixture, Prior
 
 __all__ = ["HierarchicalPosterior", "HierarchicalVampPrior"]
@@ -55,8 +56,6 @@ class _MLP(keras.layers.Layer):
 
     def __init__(self, hidden_units, out, input_dim, context_dim=0, hidden_layers=1, gated=False, **kwargs):
         super().__init__(dtype="float32", **kwargs)
-        from kvae.networks import GatedDense
-
         self.units, self.context_dim, self.gated = int(hidden_units), int(context_dim), bool(gated)
         width = 2 * self.units if self.gated else self.units
         self.hidden = keras.layers.Dense(width, dtype="float32", name="hidden")
@@ -78,7 +77,7 @@ class _MLP(keras.layers.Layer):
         h = tf.tensordot(z, kernel[self.context_dim:], 1) + self.hidden.bias
         if self.context_dim:
             h = h + tf.matmul(context, kernel[:self.context_dim])  # [B, width], broadcast over z's leading axes
-        h = h[..., :self.units] * tf.sigmoid(h[..., self.units:]) if self.gated else tf.nn.relu(h)
+        h = GatedDense.gate(h, self.units) if self.gated else tf.nn.relu(h)
         for layer in self.more:
             h = layer(h)
         return self.out(h)

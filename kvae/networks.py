@@ -44,8 +44,19 @@ class GatedDense(keras.layers.Layer):
         self.built = True
 
     def call(self, x):
-        h = self.dense(x)
-        return h[..., :self.units] * keras.ops.sigmoid(h[..., self.units:])
+        return self.gate(self.dense(x), self.units)
+
+    @staticmethod
+    def gate(h, units):
+        """The gate on a pre-activation h [..., 2 units]: h[:units] * sigmoid(h[units:]).
+
+        Args:
+            h: tensor, last axis 2 units; units: int.
+
+        Returns:
+            tensor, last axis units.
+        """
+        return h[..., :units] * keras.ops.sigmoid(h[..., units:])
 
     def compute_output_shape(self, input_shape):
         return tuple(input_shape[:-1]) + (self.units,)
