@@ -25,8 +25,8 @@ constant, warm-up over 100 epochs, early stopping with patience 50: 89.03 nats a
 decoder overfits; a Recipe can still ask for those (optimizer="normalized_adam", init="he",
 patience=50). iwae50 has no warm-up (the IWAE bound takes none) and 90 minutes: an epoch costs
 75-90 s there, against 5 s for vae. hvae_vamp keeps the papers' schedule (5e-4, warm-up 100,
-patience 50) with a 110-minute limit (its 80-minute run was still improving; 110 plus the ~14-minute
-evaluation stays inside the 150-minute budget): the cosine schedule
+patience 50) with a 110-minute limit (110 plus the ~14-minute evaluation fits the 150-minute budget;
+its measured run stopped early, at 90 minutes, its validation ELBO flat for 50 epochs): the cosine schedule
 overfit it sooner (bench/RESULTS.md: two runs stopped at epoch ~100 of 210-240, the validation ELBO
 1.5 nats below this schedule's at the same train ELBO).
 
@@ -245,9 +245,9 @@ MEASURED = {
                             "commit ec7ec73"),
     "vamp": dict(nll=85.97, minutes=30.2, epochs=122,
                  where="best epoch 121; valid split, k=5000, which also selected; trained on 50,000; commit 9fc2e87"),
-    "hvae_vamp": dict(nll=85.20, minutes=80.1, epochs=216,
-                      where="stopped by an 80-minute limit, still improving; valid split, k=5000, which also "
-                            "selected; trained on 50,000; commit ff00241"),
+    "hvae_vamp": dict(nll=85.12, minutes=89.8, epochs=299,
+                      where="best epoch 249, stopped early (patience 50) before the 110-minute limit; valid split, "
+                            "k=5000, which also selected; trained on 50,000; commit 9413818"),
 }
 
 
