@@ -3,7 +3,10 @@
 `NormalizedAdam` is Adam on gradients scaled to unit L2 norm per variable,
 as in Tomczak and Welling's VampPrior code (their `AdamNormGrad`): a step's
 size then does not follow the gradient's size, which damps the rare large
-gradients of the first epochs and of a warm-up's end.
+gradients of the first epochs and of a warm-up's end. `AdamW` is Keras's
+decoupled weight decay on the kernels of chosen parts only (by default the
+decoder's: the part that overfits binarised MNIST), saved with the model so
+that a resumed run decays the same weights.
 
     >>> import keras
     >>> opt = NormalizedAdam(learning_rate=5e-4)
@@ -14,7 +17,7 @@ gradients of the first epochs and of a warm-up's end.
 import keras
 from keras import ops
 
-__all__ = ["NormalizedAdam"]
+__all__ = ["NormalizedAdam", "AdamW"]
 
 
 @keras.saving.register_keras_serializable(package="kvae")
@@ -40,3 +43,47 @@ class NormalizedAdam(keras.optimizers.Adam):
 
     def get_config(self):
         return {**super().get_config(), "epsilon_norm": self.epsilon_norm}
+
+
+@keras.saving.register_keras_serializable(package="kvae")
+class AdamW(keras.optimizers.AdamW):
+    """Keras's AdamW (each step w -= learning_rate * weight_decay * w, apart
+    from Adam's update) on the Dense kernels whose path contains one of
+    `decay_paths` only; biases, other parts and pseudo-inputs are not decayed.
+
+    Args:
+        weight_decay: float >= 0.
+        decay_paths: sequence of str, path fragments (default the decoder
+            body's, "decoder_body/").
+        **kwargs: for `keras.optimizers.AdamW` (learning_rate, beta_1, ...).
+
+    Example:
+        >>> import keras
+        >>> opt = AdamW(learning_rate=1e-3, weight_decay=0.1)
+        >>> layer = keras.layers.Dense(2, name="decoder_body")
+        >>> layer.build((None, 3))
+        >>> opt.build(layer.trainable_variables)
+        >>> [v.name for v in layer.trainable_variables if opt._use_weight_decay(v)]
+        ['kernel']
+    """
+
+    def __init__(self, weight_decay=0.004, decay_paths=("decoder_body/",), **kwargs):
+        if not (isinstance(weight_decay, (int, float)) and weight_decay >= 0):
+            raise ValueError(f"weight_decay must be a float >= 0, got {weight_decay!r}.")
+        if isinstance(decay_paths, str) or not decay_paths or not all(isinstance(p, str) and p for p in decay_paths):
+            raise ValueError(f"decay_paths must be a non-empty sequence of non-empty str, got {decay_paths!r}.")
+        super().__init__(weight_decay=weight_decay, **kwargs)
+        self.decay_paths = tuple(decay_paths)
+        self._decayed = set()
+
+    def build(self, var_list):
+        # chosen here, on Keras variables: the TF backend asks later about the tf.Variables beneath them
+        self._decayed = {self._var_key(v) for v in var_list
+                         if v.name == "kernel" and any(p in v.path for p in self.decay_paths)}
+        super().build(var_list)
+
+    def _use_weight_decay(self, variable):
+        return self._var_key(variable) in self._decayed
+
+    def get_config(self):
+        return {**super().get_config(), "decay_paths": list(self.decay_paths)}

@@ -65,6 +65,8 @@ class Recipe:
         patience: int, epochs without a better validation bound before stopping (0: never).
         optimizer: "adam", or "normalized_adam" (kvae.optimizers.NormalizedAdam, the reference code's).
         init: "glorot" (Keras's default), or "he" (kvae.networks.he_normal, the reference code's).
+        weight_decay: float >= 0, decoupled weight decay on the decoder's kernels
+            (kvae.optimizers.AdamW; 0: none). Only with optimizer "adam".
     """
 
     name: str
@@ -79,11 +81,15 @@ class Recipe:
     patience: int = 50
     optimizer: str = "adam"
     init: str = "glorot"
+    weight_decay: float = 0.0
 
     def __post_init__(self):
         if self.optimizer not in ("adam", "normalized_adam") or self.init not in ("glorot", "he"):
             raise ValueError(f"recipe {self.name!r}: optimizer must be 'adam' or 'normalized_adam' and init 'glorot' "
                              f"or 'he', got {self.optimizer!r} and {self.init!r}")
+        if not self.weight_decay >= 0 or (self.weight_decay and self.optimizer != "adam"):
+            raise ValueError(f"recipe {self.name!r}: weight_decay must be >= 0, and only with optimizer 'adam'; "
+                             f"got {self.weight_decay!r} with {self.optimizer!r}")
 
     def config(self, **given):
         """The recipe's run settings: its own, then `given`.
@@ -114,13 +120,13 @@ class Recipe:
             cfg: the TrainConfig `config` made; ds: the kvae.data.Dataset.
 
         Returns:
-            (an uncompiled kvae.VAE, its optimizer: keras.optimizers.Adam or
-            kvae.optimizers.NormalizedAdam).
+            (an uncompiled kvae.VAE, its optimizer: keras.optimizers.Adam,
+            kvae.optimizers.NormalizedAdam or, with weight decay, kvae.optimizers.AdamW).
         """
         import keras
 
         import kvae
-        from kvae.optimizers import NormalizedAdam
+        from kvae.optimizers import AdamW, NormalizedAdam
 
         def part(spec):
             return spec(cfg.latent_dim, ds.input_shape) if callable(spec) else spec
@@ -132,6 +138,8 @@ class Recipe:
                          objective=cfg.objective, num_samples=cfg.num_samples, seed=cfg.seed)
         if self.init == "he":
             kvae.networks.he_normal(model, seed=cfg.seed)
+        if self.weight_decay:
+            return model, AdamW(learning_rate=cfg.learning_rate, weight_decay=self.weight_decay)
         optimizer = NormalizedAdam if self.optimizer == "normalized_adam" else keras.optimizers.Adam
         return model, optimizer(learning_rate=cfg.learning_rate)
 

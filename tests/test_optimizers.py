@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 
 import kvae
-from kvae.optimizers import NormalizedAdam
+from kvae.optimizers import AdamW, NormalizedAdam
 
 
 def _steps(optimizer, grads):
@@ -39,3 +39,41 @@ def test_normalized_adam_is_saved_with_the_model_and_checks_its_argument(tmp_pat
     assert type(again) is NormalizedAdam and again.epsilon_norm == 1e-6
     assert float(again.learning_rate) == pytest.approx(5e-4)
     assert int(again.iterations) == 2
+
+
+def _small_vae():
+    return kvae.VAE((8, 8, 1), 2, encoder=kvae.networks.mlp([8]), decoder=kvae.networks.mlp([8]), seed=1)
+
+
+def test_adamw_decays_the_decoder_kernels_only():
+    model = _small_vae()
+    opt = AdamW(learning_rate=0.1, weight_decay=0.5)
+    before = [np.asarray(v) for v in model.trainable_variables]
+    # zero gradients: Adam's own step is 0, so only the decay moves a weight
+    opt.apply_gradients([(keras.ops.zeros_like(v), v) for v in model.trainable_variables])
+    decayed = []
+    for v, old in zip(model.trainable_variables, before):
+        if v.path.startswith("decoder_body/") and v.name == "kernel":
+            np.testing.assert_allclose(np.asarray(v), old * (1 - 0.1 * 0.5), rtol=1e-6)
+            decayed.append(v.path)
+        else:
+            np.testing.assert_array_equal(np.asarray(v), old)
+    assert len(decayed) == 2  # the hidden layer's and the output layer's
+
+
+def test_adamw_is_saved_with_the_model_and_checks_its_arguments(tmp_path, digits):
+    for bad, match in [(dict(weight_decay=-1.0), "weight_decay must be"), (dict(decay_paths="decoder"), "decay_paths"),
+                       (dict(decay_paths=()), "decay_paths"), (dict(decay_paths=[""]), "decay_paths")]:
+        with pytest.raises(ValueError, match=match):
+            AdamW(**bad)
+    model = _small_vae()
+    model.compile(optimizer=AdamW(learning_rate=5e-4, weight_decay=0.25, decay_paths=["encoder_body/"]))
+    model.fit(digits[0][:64], epochs=1, batch_size=32, verbose=0)
+    model.save(tmp_path / "m.keras")
+    again = kvae.load_model(tmp_path / "m.keras")
+    opt = again.optimizer
+    assert type(opt) is AdamW and opt.decay_paths == ("encoder_body/",) and float(opt.weight_decay) == 0.25
+    assert int(opt.iterations) == 2
+    # the reloaded optimizer decays the same weights: the encoder's kernels, not the decoder's
+    chosen = sorted(v.path for v in again.trainable_variables if opt._use_weight_decay(v))
+    assert chosen and all(p.startswith("encoder_body/") and p.endswith("/kernel") for p in chosen)

@@ -216,6 +216,24 @@ def test_a_recipe_can_train_as_the_reference_code():
         recipes.Recipe("x", "", "", None, {}, optimizer="sgd")
 
 
+def test_a_recipe_with_weight_decay_trains_with_adamw_on_the_decoder():
+    from kvae.data import Dataset
+    from kvae.optimizers import AdamW
+
+    x = (np.zeros((4, 28, 28, 1), "float32"), None)
+    ds = Dataset(name="stand_in", source="zeros", train=x, validation=x, test=x)
+    cfg = recipes.get("vamp").config(dataset="binarized_mnist", seed=3)
+    decayed = recipes.Recipe("wd", "", "", None, dict(recipes._ELBO), weight_decay=0.1, prior=recipes._vamp)
+    model, opt = decayed.build_model(cfg, ds)
+    assert type(opt) is AdamW and float(opt.weight_decay) == pytest.approx(0.1)
+    opt.build(model.trainable_variables)
+    chosen = {v.path for v in model.trainable_variables if opt._use_weight_decay(v)}
+    assert len(chosen) == 3 and all(p.startswith("decoder_body/") for p in chosen)  # not the pseudo-inputs
+    for bad in [dict(weight_decay=-0.1), dict(weight_decay=0.1, optimizer="normalized_adam")]:
+        with pytest.raises(ValueError, match="weight_decay must be >= 0, and only with optimizer 'adam'"):
+            recipes.Recipe("x", "", "", None, {}, **bad)
+
+
 def test_the_cosine_recipes_run_their_whole_decay():
     """vae, iaf, vamp, vae_10min and iwae50 let the learning rate reach 0: no early
     stopping cuts the decay (the best epoch is still the one evaluated)."""
