@@ -197,7 +197,7 @@ def test_a_recipe_can_train_as_the_reference_code():
     reference = recipes.Recipe("reference", "", "", None, dict(recipes._ELBO), posterior=_clamped,
                                optimizer="normalized_adam", init="he")
     for recipe, optimizer, clamp in [(reference, "NormalizedAdam", (-6.0, 2.0)),
-                                     (recipes.get("vamp"), "Adam", (-12.0, 8.0))]:
+                                     (recipes.get("vamp"), "AdamW", (-12.0, 8.0))]:
         cfg = recipes.get("vamp").config(dataset="binarized_mnist", seed=3)  # config() wants a registered name
         model, opt = recipe.build_model(cfg, ds)
         assert type(opt).__name__ == optimizer and float(opt.learning_rate) == pytest.approx(cfg.learning_rate)
@@ -241,6 +241,7 @@ def test_the_cosine_recipes_run_their_whole_decay():
         cfg = recipes.get(name).config(dataset="binarized_mnist")
         assert (cfg.lr_decay, cfg.time_limit, cfg.learning_rate, cfg.kl_warmup) == ("cosine", minutes, 1e-3, 10)
         assert recipes.get(name).callbacks() == []
+        assert recipes.get(name).weight_decay == (0.1 if name == "vamp" else 0.0)  # the decoder's, AdamW
     cfg = recipes.get("iwae50").config(dataset="binarized_mnist")  # the IWAE bound takes no warm-up
     assert (cfg.lr_decay, cfg.time_limit, cfg.learning_rate, cfg.kl_warmup) == ("cosine", 90.0, 1e-3, 0)
     assert recipes.get("iwae50").callbacks() == []
