@@ -21,7 +21,8 @@ differ, below):
 
 The time limits: vae and iaf 15 minutes, vamp 30 (its epochs take 2.5-3 times as long), vae_10min 10.
 vamp also decays its decoder's kernels (kvae.optimizers.AdamW, 0.1): on the vae recipe that cut the
-train/validation gap from 7.4 to 4.6 nats and improved log p(x) (bench/RESULTS.md).
+train/validation gap from 7.4 to 4.6 nats, and log p(x) moved by no more than two seeds' spread
+(88.21 against 88.40 and 88.20); on vamp 85.70 against 85.97 (bench/RESULTS.md).
 On the vae network this beat the reference code's training (AdamNormGrad, He init, Adam's 5e-4
 constant, warm-up over 100 epochs, early stopping with patience 50: 89.03 nats against 88.40), whose
 decoder overfits; a Recipe can still ask for those (optimizer="normalized_adam", init="he",
