@@ -249,4 +249,5 @@ def test_the_cosine_recipes_run_their_whole_decay():
     cfg = recipes.get("hvae_vamp").config(dataset="binarized_mnist")
     assert (cfg.lr_decay, cfg.time_limit, cfg.learning_rate, cfg.kl_warmup) == ("none", 110.0, 5e-4, 100)
     assert len(recipes.get("hvae_vamp").callbacks()) == 1
+    assert recipes.get("hvae_vamp").weight_decay == 0.0  # measured 85.13 with 0.1 against 85.12 without
 
