@@ -61,6 +61,8 @@ class Dataset:
         name: str; source: str, where it was found (a path or a loader).
         train, validation, test: (x float32 [N, *input_shape], labels int32 [N] or None).
         num_classes: int or None; notes: list of str (scaling, splits made).
+        test_is_validation: bool, True when there is no test split and the
+        validation split stands in for it (binarised MNIST without its test file).
     """
 
     name: str
@@ -70,6 +72,7 @@ class Dataset:
     test: tuple
     num_classes: int = None
     notes: list = field(default_factory=list)
+    test_is_validation: bool = False
 
     @property
     def input_shape(self):
@@ -586,7 +589,8 @@ def load(name, data_dir=None, download=False, validation_fraction=0.1, seed=0):
         if "test" not in split:
             notes.append("no test split: the published valid split selects the model and is reported as "
                          "the test split")
-        return Dataset(name, source, train=train, validation=validation, test=test, notes=notes)
+        return Dataset(name, source, train=train, validation=validation, test=test, notes=notes,
+                       test_is_validation="test" not in split)
     elif path.suffix == ".npz":
         if not path.is_file():
             raise DataError(f"No such file: {path}")

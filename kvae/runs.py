@@ -563,8 +563,9 @@ def _fit(cfg, run_dir, ds, model, state, verbose, log, shown_dir=None):
             f"{kept} Try a lower --lr."
         )
     if cfg.eval_k:
+        split = "examples of the valid split (no test split)" if ds.test_is_validation else "test examples"
         log(f"evaluating the best epoch ({state.get('best_epoch')}): log p(x) with k={cfg.eval_k} importance "
-            f"samples on {len(ds.test[0])} test examples")
+            f"samples on {len(ds.test[0])} {split}")
     start = time.perf_counter()
     summary = evaluate(run_dir, ds=ds, model=load_model(run_dir, "best"), k=cfg.eval_k, verbose=verbose)
     # training time summed over resumed processes (state.json), as epochs_done is

@@ -109,7 +109,10 @@ def test_binarized_mnist_amat_files(offline):
         np.savetxt(folder / f"binarized_mnist_{split}.amat", (np.arange(n * 784).reshape(n, 784) % 2), fmt="%d")
     ds = data.load("binarized_mnist", data_dir=str(offline / "d"))
     assert [len(s[0]) for s in (ds.train, ds.validation, ds.test)] == [6, 3, 2]
-    assert set(np.unique(ds.train[0])) == {0.0, 1.0}
+    assert set(np.unique(ds.train[0])) == {0.0, 1.0} and not ds.test_is_validation
+    (folder / "binarized_mnist_test.amat").unlink()  # withheld: valid stands in, and says so
+    ds = data.load("binarized_mnist", data_dir=str(offline / "d"))
+    assert ds.test_is_validation and len(ds.test[0]) == 3 and "no test split" in ds.summary()
 
 
 def test_digits_are_bundled():

@@ -55,9 +55,11 @@ def test_recipe_trains_and_reports_log_px_on_the_stand_in(name, tmp_path):
     form = "matlab" if sorted(PARTS).index(name) % 2 else "text"
     data_dir = _stand_in(tmp_path / "data", form)
     cfg = recipes.get(name).config(dataset="binarized_mnist", data_dir=str(data_dir), epochs=1, eval_k=20)
-    summary = runs.train(cfg, tmp_path / "run", verbose=0, log=lambda *a: None)
+    said = []
+    summary = runs.train(cfg, tmp_path / "run", verbose=0, log=lambda *a: said.append(" ".join(map(str, a))))
     assert summary["epochs_done"] == 1 and summary["test_k"] == 20
     assert summary["test_examples"] == SPLITS["valid"]  # no test file: the published valid split is reported
+    assert any(f"on {SPLITS['valid']} examples of the valid split (no test split)" in line for line in said)
     ll, elbo = summary["test_log_likelihood"], summary["test_elbo"]
     # 784 independent pixels at rates in [0.05, 0.6] have 0.2 to 0.69 nats each: after an epoch
     # a working model is between that entropy and 1 nat a pixel (a fair coin is 0.69);
