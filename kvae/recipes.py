@@ -257,7 +257,8 @@ MEASURED = {
                             "commit ec7ec73"),
     "vamp": dict(nll=85.70, minutes=30.1, epochs=112,
                  where="best epoch 107; valid split, k=5000, which also selected; trained on 50,000; commit 17d0313 "
-                       "(85.97 without the weight decay, 9fc2e87; 85.82 decaying over 60 min, aa822e2)"),
+                       "(85.97 without the weight decay, 9fc2e87; 85.82 decaying over 60 min, aa822e2; 86.82 on the "
+                       "IWAE bound, k=5, be01944)"),
     "hvae_vamp": dict(nll=85.12, minutes=89.8, epochs=299,
                       where="best epoch 249, stopped early (patience 50) before the 110-minute limit; valid split, "
                             "k=5000, which also selected; trained on 50,000; commit 9413818 (85.13 with weight "
