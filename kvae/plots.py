@@ -139,21 +139,26 @@ def read_metrics(csv_path):
 
 
 def curves_figure(metrics):
-    """ELBO, reconstruction and KL per epoch, train and validation.
+    """ELBO, reconstruction and KL per epoch, train and validation; and the
+    loss the objective minimised, when it is not -ELBO at the end (the IWAE
+    and DReG bounds, which their recipes also select on; free bits).
 
     Args:
         metrics: {name: [value per epoch]}, e.g. `model.fit(...).history` or
             `read_metrics` (an `epoch` column numbers the x axis from 1).
 
     Returns:
-        matplotlib.figure.Figure with three axes.
+        matplotlib.figure.Figure with three axes, or four with the loss.
     """
     length = max((len(v) for v in metrics.values()), default=0)
     epochs = [int(e) + 1 for e in metrics.get("epoch", range(length))]
-    fig = _figure((12, 3.4))
-    axes = fig.subplots(1, 3)
-    for ax, key, label in zip(axes, ["elbo", "reconstruction", "kl"],
-                              ["ELBO (nats, higher is better)", "reconstruction -E log p(x|z)", "KL(q || p)"]):
+    panels = [("elbo", "ELBO (nats, higher is better)"), ("reconstruction", "reconstruction -E log p(x|z)"),
+              ("kl", "KL(q || p)")]
+    if _loss_is_not_the_elbo(metrics):
+        panels.append(("loss", "loss, the objective minimised (nats)"))
+    fig = _figure((4 * len(panels), 3.4))
+    axes = fig.subplots(1, len(panels))
+    for ax, (key, label) in zip(axes, panels):
         shown = []
         for prefix, style in [("", "-"), ("val_", "--")]:
             if prefix + key in metrics:
@@ -168,6 +173,20 @@ def curves_figure(metrics):
             ax.legend(fontsize=8)
     fig.tight_layout()
     return fig
+
+
+def _loss_is_not_the_elbo(metrics, tolerance=0.01):
+    """Whether `loss` differs from -`elbo` by more than `tolerance` nats at
+    the last epoch that has both (train or validation): then it is a curve of
+    its own. A KL warm-up that has ended does not count (its loss is -ELBO by then)."""
+    for prefix in ("", "val_"):
+        loss, elbo = metrics.get(prefix + "loss"), metrics.get(prefix + "elbo")
+        if loss is not None and elbo is not None:
+            gap = np.abs(np.asarray(loss, "float64") + np.asarray(elbo, "float64"))
+            gap = gap[np.isfinite(gap)]
+            if gap.size and gap[-1] > tolerance:
+                return True
+    return False
 
 
 def _zoom_past_start(ax, series, share=0.1, min_epochs=20):

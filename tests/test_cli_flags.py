@@ -181,3 +181,19 @@ def test_curves_figure_plots_train_and_validation_per_metric():
     np.testing.assert_array_equal(elbo_lines[1].get_ydata(), history["val_elbo"])
     np.testing.assert_array_equal(elbo_lines[0].get_xdata(), [1, 2, 3])
     assert len(axes[1].get_lines()) == 1  # no validation reconstruction given: one line
+
+
+def test_curves_figure_adds_the_loss_when_the_objective_is_not_the_elbo():
+    # an IWAE run (the iwae50 recipe) minimises -L_5 and selects its epoch on val_loss: the ELBO
+    # alone would hide the curve the run was chosen by. With loss = -ELBO the panel would repeat the first.
+    elbo, val_elbo = [-100.0, -90.0, -86.0], [-101.0, -94.0, -94.5]
+    plain = {"elbo": elbo, "val_elbo": val_elbo, "loss": [100.0, 90.0, 86.0], "val_loss": [101.0, 94.0, 94.5]}
+    assert len(plots.curves_figure(plain).get_axes()) == 3
+    iwae = dict(plain, loss=[97.0, 87.5, 83.0], val_loss=[98.0, 91.0, 91.2])
+    axes = plots.curves_figure(iwae).get_axes()
+    assert len(axes) == 4 and axes[3].get_title() == "loss, the objective minimised (nats)"
+    np.testing.assert_array_equal(axes[3].get_lines()[1].get_ydata(), iwae["val_loss"])
+    warmup = dict(plain, loss=[60.0, 90.0, 86.0])  # beta < 1 in the first epoch only: -ELBO by the end
+    assert len(plots.curves_figure(warmup).get_axes()) == 3
+    free_bits = dict(plain, loss=[60.0, 85.0, 84.0], val_loss=[float("nan")] * 3)  # a floor on the KL to the end
+    assert len(plots.curves_figure(free_bits).get_axes()) == 4
