@@ -257,12 +257,8 @@ MEASURED = {
                             "commit ec7ec73"),
     "vamp": dict(nll=85.30, minutes=30.0, epochs=119,
                  where="best epoch 117; valid split, k=5000, which also selected; trained on 50,000; fab7f79 with "
-                       "weight decay 0.3, the recipe as it is now; re-run on d09942d: 85.33 (85.25 with 0.6 over 60 "
-                       "min, f842b04 + 0.6; 85.70 with 0.1, 17d0313; "
-                       "85.97 without, 9fc2e87; 85.82 decaying over 60 min, aa822e2; 86.82 on the IWAE bound, k=5, "
-                       "be01944; at k=100: 86.74 with 1.0, 86.64 with 0.3 on the encoder too, 86.13 with lr 2e-3 "
-                       "and decay 0.15, 86.54 with 5e-4 and 0.6, 86.23 without decay on the first decoder layer, "
-                       "85.99 with 0.3)"),
+                       "weight decay 0.3, the recipe as it is now; 85.33 re-run on d09942d; the variants tried "
+                       "(decay, time, learning rate, bound) are in bench/RESULTS.md"),
     "hvae_vamp": dict(nll=85.12, minutes=89.8, epochs=299,
                       where="best epoch 249, stopped early (patience 50) before the 110-minute limit; valid split, "
                             "k=5000, which also selected; trained on 50,000; commit 9413818 (85.13 with weight "
