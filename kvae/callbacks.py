@@ -1,6 +1,8 @@
 """Keras callbacks: KL warm-up and capacity schedules (they set the
 objective's variables), and for a kvae run directory crash-safe checkpoints,
-image grids and training curves per epoch."""
+image grids and training curves per epoch (with an optimizer that keeps
+moving averages of the weights, the averages are the best model: see
+kvae.optimizers.ValidateAverages)."""
 
 import math
 import time
@@ -10,6 +12,7 @@ import keras
 import numpy as np
 
 from kvae import files, plots
+from kvae.optimizers import averaged_weights
 from kvae.rundir import STATE_FILE, read_state
 
 __all__ = ["ProgbarLogger", "with_progbar", "SetEpoch", "RunCheckpoint", "ImageGrids", "TrainingCurves",
@@ -84,7 +87,9 @@ class RunCheckpoint(keras.callbacks.Callback):
     over resumed processes) in `state.json`. Saves go to a temporary file
     first and are renamed into place, so a run killed at any moment leaves the
     previous epoch's files intact. An epoch whose loss is NaN or Inf saves
-    nothing and stops training.
+    nothing and stops training. With moving averages of the weights
+    (`averaged_weights`), `best.keras` holds the averages and `last.keras`
+    the weights being trained (a resumed run goes on training those).
 
     Args:
         run_dir: str or Path; monitor: the log key whose best value is "best";
@@ -118,7 +123,8 @@ class RunCheckpoint(keras.callbacks.Callback):
         current = self.sign * float(np.mean(logs.get(self.monitor, logs.get("loss"))))
         best = state.get("best", math.inf) if state.get("best_monitor", "val_loss") == self.monitor else math.inf
         if current < best:
-            self._save_model("best.keras")
+            with averaged_weights(self.model):
+                self._save_model("best.keras")
             state.update(best=current, best_epoch=epoch + 1, best_monitor=self.monitor)
         state["epochs_done"] = epoch + 1
         if hasattr(self, "_start"):

@@ -6,7 +6,9 @@ size then does not follow the gradient's size, which damps the rare large
 gradients of the first epochs and of a warm-up's end. `AdamW` is Keras's
 decoupled weight decay on the kernels of chosen parts only (by default the
 decoder's: the part that overfits binarised MNIST), saved with the model so
-that a resumed run decays the same weights.
+that a resumed run decays the same weights. `ValidateAverages` and
+`averaged_weights` make a run validate, select and keep the moving averages
+of the weights that any Keras optimizer keeps with `use_ema=True`.
 
     >>> import keras
     >>> opt = NormalizedAdam(learning_rate=5e-4)
@@ -14,10 +16,12 @@ that a resumed run decays the same weights.
     True
 """
 
+import contextlib
+
 import keras
 from keras import ops
 
-__all__ = ["NormalizedAdam", "AdamW"]
+__all__ = ["NormalizedAdam", "AdamW", "averaged_weights", "ValidateAverages"]
 
 
 @keras.saving.register_keras_serializable(package="kvae")
@@ -87,3 +91,60 @@ class AdamW(keras.optimizers.AdamW):
 
     def get_config(self):
         return {**super().get_config(), "decay_paths": list(self.decay_paths)}
+
+
+@contextlib.contextmanager
+def averaged_weights(model):
+    """Within the block, the model's trainable weights hold its optimizer's
+    moving averages (Keras's `use_ema=True`); after it, its own weights again.
+    The optimizer's state is not changed. Without averages (no `use_ema`, or
+    no step taken yet) nothing changes.
+
+    Args:
+        model: a compiled keras.Model.
+
+    Yields:
+        bool, whether the averages are in.
+
+    Example:
+        >>> import keras, numpy as np
+        >>> model = keras.Sequential([keras.Input((1,)), keras.layers.Dense(1, use_bias=False)])
+        >>> model.compile(keras.optimizers.SGD(0.1, use_ema=True, ema_momentum=0.5), "mse")
+        >>> for _ in range(2):  # (fit would end by copying the averages into the weights)
+        ...     _ = model.train_on_batch(np.ones((1, 1)), np.zeros((1, 1)))
+        >>> trained = model.weights[0].numpy()
+        >>> with averaged_weights(model) as swapped:
+        ...     inside = model.weights[0].numpy()
+        >>> swapped, bool((inside != trained).all()), bool((model.weights[0].numpy() == trained).all())
+        (True, True, True)
+    """
+    optimizer = getattr(model, "optimizer", None)
+    averages = getattr(optimizer, "_model_variables_moving_average", None) if getattr(
+        optimizer, "use_ema", False) else None
+    pairs = [(v, averages[optimizer._get_variable_index(v)]) for v in model.trainable_variables] if averages else []
+    if not pairs or int(optimizer.iterations.numpy()) == 0:
+        yield False
+        return
+    held = [keras.ops.convert_to_numpy(v) for v, _ in pairs]  # a copy on the host, not a view of the variable
+    for v, average in pairs:
+        v.assign(average)
+    try:
+        yield True
+    finally:
+        for (v, _), value in zip(pairs, held):
+            v.assign(value)
+
+
+class ValidateAverages(keras.callbacks.Callback):
+    """Validates the optimizer's moving averages of the weights (Keras's
+    `use_ema=True`) instead of the weights being trained: swapped in for each
+    evaluation inside `fit`, swapped back after it. Does nothing without them."""
+
+    def on_test_begin(self, logs=None):
+        self._block = averaged_weights(self.model)
+        self._block.__enter__()
+
+    def on_test_end(self, logs=None):
+        block, self._block = getattr(self, "_block", None), None
+        if block is not None:
+            block.__exit__(None, None, None)

@@ -70,6 +70,9 @@ class Recipe:
         init: "glorot" (Keras's default), or "he" (kvae.networks.he_normal, the reference code's).
         weight_decay: float >= 0, decoupled weight decay on the decoder's kernels
             (kvae.optimizers.AdamW; 0: none). Only with optimizer "adam".
+        average: float in [0, 1), the momentum of a moving average of the
+            weights (Keras's `use_ema`), which the run validates, selects and
+            evaluates in place of the trained weights (0: none).
     """
 
     name: str
@@ -85,6 +88,7 @@ class Recipe:
     optimizer: str = "adam"
     init: str = "glorot"
     weight_decay: float = 0.0
+    average: float = 0.0
 
     def __post_init__(self):
         if self.optimizer not in ("adam", "normalized_adam") or self.init not in ("glorot", "he"):
@@ -93,6 +97,8 @@ class Recipe:
         if not self.weight_decay >= 0 or (self.weight_decay and self.optimizer != "adam"):
             raise ValueError(f"recipe {self.name!r}: weight_decay must be >= 0, and only with optimizer 'adam'; "
                              f"got {self.weight_decay!r} with {self.optimizer!r}")
+        if not 0 <= self.average < 1:
+            raise ValueError(f"recipe {self.name!r}: average must be in [0, 1), got {self.average!r}")
 
     def config(self, **given):
         """The recipe's run settings: its own, then `given`.
@@ -141,10 +147,13 @@ class Recipe:
                          objective=cfg.objective, num_samples=cfg.num_samples, seed=cfg.seed)
         if self.init == "he":
             kvae.networks.he_normal(model, seed=cfg.seed)
+        options = dict(learning_rate=cfg.learning_rate)
+        if self.average:
+            options.update(use_ema=True, ema_momentum=self.average)
         if self.weight_decay:
-            return model, AdamW(learning_rate=cfg.learning_rate, weight_decay=self.weight_decay)
+            return model, AdamW(weight_decay=self.weight_decay, **options)
         optimizer = NormalizedAdam if self.optimizer == "normalized_adam" else keras.optimizers.Adam
-        return model, optimizer(learning_rate=cfg.learning_rate)
+        return model, optimizer(**options)
 
     @property
     def monitor(self):

@@ -497,6 +497,7 @@ def _fit(cfg, run_dir, ds, model, state, verbose, log, shown_dir=None):
 
     from kvae import callbacks as kcallbacks
     from kvae.extras import require
+    from kvae.optimizers import ValidateAverages
 
     require("tensorboard", "plots", "The run directory's TensorBoard logs")
     epoch = tf.Variable(state["epochs_done"], dtype=tf.int64, trainable=False)
@@ -513,6 +514,7 @@ def _fit(cfg, run_dir, ds, model, state, verbose, log, shown_dir=None):
     monitor = recipe.monitor if recipe else (("val_elbo", "max") if weighted else ("val_loss", "min"))
     cbs = [
         kcallbacks.SetEpoch(epoch),
+        ValidateAverages(),
         keras.callbacks.TerminateOnNaN(),
         keras.callbacks.CSVLogger(str(run_dir / "metrics.csv"), append=True),
         kcallbacks.RunCheckpoint(run_dir, *monitor),

@@ -1,8 +1,11 @@
+import json
+
 import keras
 import numpy as np
 import pytest
 
 import kvae
+from kvae import callbacks, optimizers
 from kvae.optimizers import AdamW, NormalizedAdam
 
 
@@ -77,3 +80,72 @@ def test_adamw_is_saved_with_the_model_and_checks_its_arguments(tmp_path, digits
     # the reloaded optimizer decays the same weights: the encoder's kernels, not the decoder's
     chosen = sorted(v.path for v in again.trainable_variables if opt._use_weight_decay(v))
     assert chosen and all(p.startswith("encoder_body/") and p.endswith("/kernel") for p in chosen)
+
+
+def _regression(momentum=0.9, seed=0):
+    """A linear model on a fixed linear task, SGD with moving averages of its weights (Keras's use_ema)."""
+    keras.utils.set_random_seed(seed)
+    model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(1)])
+    model.compile(keras.optimizers.SGD(0.05, use_ema=bool(momentum), ema_momentum=momentum or 0.99), "mse")
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(64, 3)).astype("float32")
+    return model, x, x @ np.array([[1.0], [-2.0], [0.5]], "float32")
+
+
+def test_averaged_weights_swaps_the_averages_in_and_the_trained_weights_back():
+    model, x, y = _regression()
+    with optimizers.averaged_weights(model) as swapped:  # no step yet: no averages
+        assert swapped is False
+    for _ in range(5):
+        model.train_on_batch(x, y)
+    trained = [np.array(v) for v in model.trainable_variables]
+    averages = [np.array(a) for a in model.optimizer._model_variables_moving_average]
+    with optimizers.averaged_weights(model) as swapped:
+        inside = [np.array(v) for v in model.trainable_variables]
+    assert swapped is True
+    for v, t, a, i in zip(model.trainable_variables, trained, averages, inside):
+        np.testing.assert_array_equal(i, a)
+        np.testing.assert_array_equal(np.array(v), t)  # restored
+        assert np.abs(a - t).max() > 1e-3  # five steps of SGD: the average lags the weights
+    np.testing.assert_array_equal(np.array(model.optimizer._model_variables_moving_average[0]), averages[0])
+    plain, x, y = _regression(momentum=0)
+    plain.train_on_batch(x, y)
+    with optimizers.averaged_weights(plain) as swapped:
+        assert swapped is False
+
+
+def test_a_run_validates_and_keeps_the_averages_and_trains_on_its_own_weights(tmp_path):
+    histories = {}
+    for validate in (True, False):
+        model, x, y = _regression()
+        cbs = [optimizers.ValidateAverages()] if validate else []
+        histories[validate] = model.fit(x, y, epochs=3, batch_size=16, shuffle=False, validation_data=(x, y),
+                                        callbacks=cbs, verbose=0).history
+        # fit ends by copying the averages into the weights (Keras): what the last validation saw
+        after = model.evaluate(x, y, verbose=0)
+        if validate:
+            assert histories[True]["val_loss"][-1] == pytest.approx(after, rel=1e-5)
+        else:
+            assert abs(histories[False]["val_loss"][-1] - after) > 1e-3 * after
+    # swapping around each validation does not change what is trained
+    np.testing.assert_allclose(histories[True]["loss"], histories[False]["loss"], rtol=1e-6)
+
+    model, x, y = _regression()
+    for _ in range(5):
+        model.train_on_batch(x, y)
+    (tmp_path / "state.json").write_text(json.dumps({"epochs_done": 0}))
+    check = callbacks.RunCheckpoint(tmp_path, "val_loss", "min")
+    check.set_model(model)
+    check.on_epoch_end(0, {"loss": 1.0, "val_loss": 0.5})
+    trained = [np.array(v) for v in model.trainable_variables]
+    averages = [np.array(a) for a in model.optimizer._model_variables_moving_average]
+    best = keras.saving.load_model(tmp_path / "best.keras")
+    last = keras.saving.load_model(tmp_path / "last.keras")
+    for b, l, t, a, v in zip(best.trainable_variables, last.trainable_variables, trained, averages,
+                             model.trainable_variables):
+        np.testing.assert_array_equal(np.array(b), a)  # the best model is the averages
+        np.testing.assert_array_equal(np.array(l), t)  # the resumable one the trained weights ...
+        np.testing.assert_array_equal(np.array(v), t)  # ... which the model still holds
+    # ... with the averages in its optimizer, so that a resumed run goes on averaging
+    for saved, a in zip(last.optimizer._model_variables_moving_average, averages):
+        np.testing.assert_array_equal(np.array(saved), a)

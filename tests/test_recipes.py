@@ -234,7 +234,14 @@ def test_a_recipe_with_weight_decay_trains_with_adamw_on_the_decoder():
     for bad in [dict(weight_decay=-0.1), dict(weight_decay=0.1, optimizer="normalized_adam")]:
         with pytest.raises(ValueError, match="weight_decay must be >= 0, and only with optimizer 'adam'"):
             recipes.Recipe("x", "", "", None, {}, **bad)
-
+    averaged = dataclasses.replace(decayed, average=0.999)
+    for recipe, kind in [(averaged, AdamW), (dataclasses.replace(averaged, weight_decay=0.0), keras.optimizers.Adam)]:
+        _, opt = recipe.build_model(cfg, ds)
+        assert type(opt) is kind and opt.use_ema and opt.ema_momentum == 0.999
+    assert not decayed.build_model(cfg, ds)[1].use_ema
+    for bad in (1.0, -0.1):
+        with pytest.raises(ValueError, match=r"average must be in \[0, 1\)"):
+            dataclasses.replace(averaged, average=bad)
 
 def test_the_cosine_recipes_run_their_whole_decay():
     """vae, iaf, vamp, vae_10min and iwae50 let the learning rate reach 0: no early
