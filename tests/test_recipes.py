@@ -243,6 +243,7 @@ def test_a_recipe_with_weight_decay_trains_with_adamw_on_the_decoder():
         with pytest.raises(ValueError, match=r"average must be in \[0, 1\)"):
             dataclasses.replace(averaged, average=bad)
 
+
 def test_the_cosine_recipes_run_their_whole_decay():
     """vae, iaf, vamp, vae_10min and iwae50 let the learning rate reach 0: no early
     stopping cuts the decay (the best epoch is still the one evaluated)."""
