@@ -176,6 +176,7 @@ class DiagonalGaussian(Posterior):
         return mean, tf.clip_by_value(log_var, self.log_var_min, self.log_var_max)
 
     _split = mean_log_var
+    base_mean_log_var = mean_log_var  # no flow: the base Gaussian is the posterior (VampPrior(components="base"))
 
     def mode_stddev(self, params):
         mean, log_var = self._split(params)

@@ -140,6 +140,10 @@ class IAFPosterior(Posterior, keras.layers.Layer):
         mean, log_var = params[..., :d], tf.clip_by_value(params[..., d:2 * d], LOG_VAR_MIN, LOG_VAR_MAX)
         return mean, log_var, params[..., 2 * d:]
 
+    def base_mean_log_var(self, params):
+        """The base Gaussian's (mean, clamped log-variance), before the flow, each [B, d]."""
+        return self._split(params)[:2]
+
     def _made(self, step, z, context):
         z_in, h_in, m_out, s_out = step
         hidden = z_in(z)

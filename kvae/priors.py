@@ -186,22 +186,35 @@ class VampPrior(Prior):
     the posterior's own family. `num_components` = K, for callers that size
     their work by it (kvae.evaluate).
 
+    A flow posterior (kvae.flows.IAFPosterior) has no closed-form density to
+    mix: its density at z needs the flow inverted, once per component.
+    `components="base"` mixes the posterior's base Gaussians instead,
+    p(z) = 1/K sum_k N(z; mu(u_k), sigma(u_k)^2) with mu, sigma the encoder's
+    Gaussian before the flow (the posterior's `base_mean_log_var`): still a
+    learned mixture tied to the encoder at the pseudo-inputs, no longer the
+    mixture of the posteriors themselves. With the diagonal Gaussian posterior
+    the two choices are the same prior.
+
     Args:
         latent_dim: int, dimension of z.
         input_shape: shape of one data example (the pseudo-inputs' shape).
         num_pseudo_inputs: int, K.
         pseudo_inputs: "sigmoid" (default) or "clip", how they are kept in [0, 1].
+        components: "posterior" (default) or "base", what is mixed (above).
     """
 
-    def __init__(self, latent_dim, input_shape, num_pseudo_inputs=50, pseudo_inputs="sigmoid", **kwargs):
+    def __init__(self, latent_dim, input_shape, num_pseudo_inputs=50, pseudo_inputs="sigmoid",
+                 components="posterior", **kwargs):
         super().__init__(latent_dim, **kwargs)
         if int(num_pseudo_inputs) < 1:
             raise ValueError(f"num_pseudo_inputs must be >= 1, got {num_pseudo_inputs}.")
         if pseudo_inputs not in ("sigmoid", "clip"):
             raise ValueError(f"pseudo_inputs must be 'sigmoid' or 'clip', got {pseudo_inputs!r}.")
+        if components not in ("posterior", "base"):
+            raise ValueError(f"components must be 'posterior' or 'base', got {components!r}.")
         self.data_shape = tuple(int(s) for s in input_shape)
         self.num_pseudo_inputs = int(num_pseudo_inputs)
-        self.squash = pseudo_inputs
+        self.squash, self.components = pseudo_inputs, components
         mean, std = (0.0, 0.5) if pseudo_inputs == "sigmoid" else (0.05, 0.01)
         self.pseudo_logits = self.add_weight(  # the free parameters: logits, or the clipped values
             shape=(self.num_pseudo_inputs,) + self.data_shape,
@@ -213,10 +226,16 @@ class VampPrior(Prior):
         super().check(model)
         if model.conditional:
             raise ValueError("The VampPrior is not supported for a conditional model.")
-        if not model.posterior.closed_form:
+        if self.components == "base":
+            if not hasattr(model.posterior, "base_mean_log_var"):
+                raise ValueError(f"VampPrior(components='base') mixes the posterior's base Gaussians; the "
+                                 f"{model.posterior.name!r} posterior has none (no base_mean_log_var).")
+        elif not model.posterior.closed_form:
+            hint = (" VampPrior(components='base') mixes its base Gaussians instead."
+                    if hasattr(model.posterior, "base_mean_log_var") else "")
             raise ValueError(f"The VampPrior is a mixture of posteriors, which needs a closed-form posterior; the "
                              f"{model.posterior.name!r} posterior is not one (for two stochastic layers use "
-                             "posterior='hierarchical' with prior='hierarchical_vamp').")
+                             f"posterior='hierarchical' with prior='hierarchical_vamp').{hint}")
 
     uses_encoder = True
 
@@ -233,6 +252,8 @@ class VampPrior(Prior):
         if model is None:
             raise ValueError("VampPrior.distribution needs the VAE whose encoder it uses.")
         params = model.encode_params(self.pseudo_inputs())
+        if self.components == "base":
+            return DiagonalMixture(*model.posterior.base_mean_log_var(params))
         if hasattr(model.posterior, "mean_log_var"):
             return DiagonalMixture(*model.posterior.mean_log_var(params))
         return tfd.MixtureSameFamily(
@@ -245,6 +266,8 @@ class VampPrior(Prior):
         config.update(input_shape=list(self.data_shape), num_pseudo_inputs=self.num_pseudo_inputs)
         if self.squash != "sigmoid":  # configs saved before the option load unchanged
             config["pseudo_inputs"] = self.squash
+        if self.components != "posterior":
+            config["components"] = self.components
         return config
 
 
