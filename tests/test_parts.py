@@ -168,3 +168,54 @@ def test_clipped_pseudo_inputs_start_near_black_train_and_survive_saving(tmp_pat
     again = kvae.load_model(tmp_path / "m.keras")
     assert again.prior.get_config()["pseudo_inputs"] == "clip"
     np.testing.assert_array_equal(again.prior.pseudo_inputs().numpy(), moved)
+
+
+def _mixture_log_prob(z, mean, log_var):
+    """log 1/K sum_k N(z; mean_k, exp(log_var_k)), in float64 numpy: [N, d], [K, d] -> [N]."""
+    z, mean, log_var = (np.asarray(a, np.float64) for a in (z, mean, log_var))
+    diff = z[:, None, :] - mean[None]
+    comp = -0.5 * np.sum(diff ** 2 * np.exp(-log_var[None]) + log_var[None] + np.log(2 * np.pi), axis=-1)
+    top = comp.max(axis=1, keepdims=True)
+    return (top + np.log(np.mean(np.exp(comp - top), axis=1, keepdims=True)))[:, 0]
+
+
+def test_a_vampprior_over_a_flow_posterior_mixes_its_base_gaussians(tmp_path):
+    from kvae.flows import IAFPosterior
+
+    with pytest.raises(ValueError, match="components must be 'posterior' or 'base'"):
+        priors.VampPrior(3, (4,), components="flow")
+    x = np.random.default_rng(0).integers(0, 2, (64, 8, 8, 1)).astype("float32")
+    z = np.random.default_rng(1).normal(size=(16, 4)).astype("float32")
+
+    def build(posterior, **vamp):
+        return kvae.VAE((8, 8, 1), 4, encoder=kvae.networks.mlp([16]), decoder=kvae.networks.mlp([16]),
+                        posterior=posterior, prior=priors.VampPrior(4, (8, 8, 1), 6, **vamp), seed=0)
+
+    # the plain Gaussian posterior is its own base: the two choices are one prior
+    gauss = build("diagonal")
+    same = priors.VampPrior(4, (8, 8, 1), 6, components="base")
+    np.testing.assert_allclose(same.distribution(gauss).log_prob(z).numpy(),
+                               gauss.prior.distribution(gauss).log_prob(z).numpy(), rtol=1e-6)
+
+    flow = lambda: IAFPosterior(num_steps=2, hidden_units=12, context_dim=6)  # noqa: E731
+    with pytest.raises(ValueError, match=r"not one .* VampPrior\(components='base'\) mixes its base Gaussians"):
+        build(flow())
+    with pytest.raises(ValueError, match="'full_covariance' posterior has none"):
+        build("full_covariance", components="base")
+
+    model = build(flow(), components="base")
+    params = model.encode_params(model.prior.pseudo_inputs()).numpy()
+    mean, log_var = params[:, :4], np.clip(params[:, 4:8], distributions.LOG_VAR_MIN, distributions.LOG_VAR_MAX)
+    expected = _mixture_log_prob(z, mean, log_var)
+    np.testing.assert_allclose(model.prior.distribution(model).log_prob(z).numpy(), expected, rtol=1e-5)
+
+    model.compile(optimizer="adam", jit_compile=False)
+    before = model.prior.pseudo_inputs().numpy()
+    history = model.fit(x, epochs=1, batch_size=32, verbose=0).history
+    assert np.isfinite(history["loss"][-1])
+    assert np.abs(model.prior.pseudo_inputs().numpy() - before).max() > 1e-5  # the pseudo-inputs learn
+    model.save(tmp_path / "m.keras")
+    again = kvae.load_model(tmp_path / "m.keras")
+    assert again.prior.get_config()["components"] == "base"
+    np.testing.assert_allclose(again.prior.distribution(again).log_prob(z).numpy(),
+                               model.prior.distribution(model).log_prob(z).numpy(), rtol=1e-6)

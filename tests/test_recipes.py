@@ -40,7 +40,8 @@ PARTS = {  # what each recipe's model must be made of
     "vae": ("DiagonalGaussian", "StandardNormal", "ELBO", 40),
     "vae_10min": ("DiagonalGaussian", "StandardNormal", "ELBO", 40),
     "iwae50": ("DiagonalGaussian", "StandardNormal", "IWAE", 40),
-    "vamp": ("DiagonalGaussian", "VampPrior", "ELBO", 40),
+    "vamp": ("IAFPosterior", "VampPrior", "ELBO", 40),
+    "vamp_gaussian": ("DiagonalGaussian", "VampPrior", "ELBO", 40),
     "hvae_vamp": ("HierarchicalPosterior", "HierarchicalVampPrior", "ELBO", 80),
     "iaf": ("IAFPosterior", "StandardNormal", "ELBO", 40),
 }
@@ -199,7 +200,7 @@ def test_a_recipe_can_train_as_the_reference_code():
     reference = recipes.Recipe("reference", "", "", None, dict(recipes._ELBO), posterior=_clamped,
                                optimizer="normalized_adam", init="he")
     for recipe, optimizer, clamp in [(reference, "NormalizedAdam", (-6.0, 2.0)),
-                                     (recipes.get("vamp"), "AdamW", (-12.0, 8.0))]:
+                                     (recipes.get("vamp_gaussian"), "AdamW", (-12.0, 8.0))]:
         cfg = recipes.get("vamp").config(dataset="binarized_mnist", seed=3)  # config() wants a registered name
         model, opt = recipe.build_model(cfg, ds)
         assert type(opt).__name__ == optimizer and float(opt.learning_rate) == pytest.approx(cfg.learning_rate)
@@ -245,13 +246,14 @@ def test_a_recipe_with_weight_decay_trains_with_adamw_on_the_decoder():
 
 
 def test_the_cosine_recipes_run_their_whole_decay():
-    """vae, iaf, vamp, vae_10min and iwae50 let the learning rate reach 0: no early
-    stopping cuts the decay (the best epoch is still the one evaluated)."""
-    for name, minutes in [("vae", 15.0), ("iaf", 15.0), ("vamp", 30.0), ("vae_10min", 10.0)]:
+    """vae, iaf, vamp, vamp_gaussian, vae_10min and iwae50 let the learning rate reach 0:
+    no early stopping cuts the decay (the best epoch is still the one evaluated)."""
+    cosine = [("vae", 15.0), ("iaf", 15.0), ("vamp", 30.0), ("vamp_gaussian", 30.0), ("vae_10min", 10.0)]
+    for name, minutes in cosine:
         cfg = recipes.get(name).config(dataset="binarized_mnist")
         assert (cfg.lr_decay, cfg.time_limit, cfg.learning_rate, cfg.kl_warmup) == ("cosine", minutes, 1e-3, 10)
         assert recipes.get(name).callbacks() == []
-        assert recipes.get(name).weight_decay == (0.3 if name == "vamp" else 0.0)  # the decoder's, AdamW
+        assert recipes.get(name).weight_decay == (0.3 if name.startswith("vamp") else 0.0)  # the decoder's, AdamW
     cfg = recipes.get("iwae50").config(dataset="binarized_mnist")  # the IWAE bound takes no warm-up
     assert (cfg.lr_decay, cfg.time_limit, cfg.learning_rate, cfg.kl_warmup) == ("cosine", 90.0, 1e-3, 0)
     assert recipes.get("iwae50").callbacks() == []
