@@ -280,7 +280,8 @@ MEASURED = {
                             "commit ec7ec73"),
     "vamp": dict(nll=84.79, minutes=30.0, epochs=135,
                  where="best epoch 135 (the last); valid split, k=5000, which also selected; trained on 50,000; "
-                       "e2533bf with the recipe as it is now (pilot p37a in bench/RESULTS.md)"),
+                       "e2533bf with the recipe as it is now (pilot p37a in bench/RESULTS.md); 84.81 re-run on "
+                       "fa65ec3"),
     "vamp_gaussian": dict(nll=85.30, minutes=30.0, epochs=119,
                           where="best epoch 117; valid split, k=5000, which also selected; trained on 50,000; "
                                 "fab7f79, as the vamp recipe then; 85.33 re-run on d09942d; the variants tried "
