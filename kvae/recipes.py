@@ -46,6 +46,7 @@ Example:
 """
 
 import dataclasses
+import functools
 from typing import Union
 
 __all__ = ["Recipe", "RECIPES", "MEASURED", "names", "get"]
@@ -199,16 +200,10 @@ class Recipe:
         return "-" if self.goal is None else self.goal if isinstance(self.goal, str) else f"<= {self.goal}"
 
 
-def _vamp(latent_dim, input_shape):
+def _vamp(latent_dim, input_shape, components="posterior"):
     from kvae.priors import VampPrior
 
-    return VampPrior(latent_dim, input_shape, num_pseudo_inputs=500)
-
-
-def _vamp_over_flow(latent_dim, input_shape):
-    from kvae.priors import VampPrior
-
-    return VampPrior(latent_dim, input_shape, num_pseudo_inputs=500, components="base")
+    return VampPrior(latent_dim, input_shape, num_pseudo_inputs=500, components=components)
 
 
 def _iaf(latent_dim, input_shape):
@@ -246,7 +241,7 @@ RECIPES = {r.name: r for r in (
            "before the flow), 40 latents; trained as vae, over 30 minutes, with weight decay 0.3 on the decoder's "
            "kernels (AdamW)", "85.57 (Tomczak & Welling 2018, Gaussian posterior)", 85.0,
            {**_ELBO, **_COSINE, "time_limit": 30.0, "prior": "vamp", "posterior": "iaf"},
-           prior=_vamp_over_flow, posterior=_iaf, patience=0, weight_decay=0.3),
+           prior=functools.partial(_vamp, components="base"), posterior=_iaf, patience=0, weight_decay=0.3),
     Recipe("vamp_gaussian", "vamp with the paper's Gaussian posterior: ELBO, VampPrior with 500 pseudo-inputs, 40 "
            "latents; trained as vae, over 30 minutes, with weight decay 0.3 on the decoder's kernels (AdamW)",
            "85.57 (Tomczak & Welling 2018)", 85.0, {**_ELBO, **_COSINE, "time_limit": 30.0, "prior": "vamp"},
