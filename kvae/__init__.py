@@ -65,7 +65,9 @@ def load_model(path):
         The model (a `kvae.VAE` for kvae's own files).
 
     Raises:
-        ValueError naming the file if it is missing, unreadable or truncated.
+        ValueError naming the file if it is missing, unreadable or truncated, or
+        whole but holding a model that cannot be rebuilt (e.g. a config this
+        version of kvae refuses).
     """
     from pathlib import Path
 
@@ -81,4 +83,17 @@ def load_model(path):
         return keras.models.load_model(path)
     except Exception as e:  # noqa: BLE001 - Keras raises many types (zipfile, OSError, ValueError) for bad files
         first = str(e).strip().splitlines()[0][:200] if str(e).strip() else type(e).__name__
+        if _is_whole_archive(path):
+            raise ValueError(f"{path} is a whole .keras file, but its model could not be rebuilt: {first}") from None
         raise ValueError(f"{path} is unreadable or truncated: {first}") from None
+
+
+def _is_whole_archive(path):
+    """Whether `path` is a zip archive whose every member reads back with its checksum."""
+    import zipfile
+
+    try:
+        with zipfile.ZipFile(path) as archive:
+            return archive.testzip() is None
+    except (OSError, zipfile.BadZipFile):
+        return False

@@ -5,12 +5,14 @@ where nothing may change)."""
 
 import errno
 import hashlib
+import json
 import os
 import shutil
 import signal
 import subprocess
 import sys
 import time
+import zipfile
 from pathlib import Path
 
 import keras
@@ -108,6 +110,23 @@ def test_a_truncated_checkpoint_is_named_as_such(run, capsys, tmp_path):
     (run / "best.keras").write_bytes(data_[: len(data_) // 2])
     assert run_cli("sample", run, "--out", tmp_path / "s.png") == cli.EXIT_BAD_INPUT
     one_line_error(capsys, "best.keras is unreadable or truncated")
+    assert not (tmp_path / "s.png").exists()
+
+
+def test_a_whole_checkpoint_whose_model_cannot_be_rebuilt_is_not_called_truncated(run, capsys, tmp_path):
+    """A .keras file that is intact but holds a config this kvae refuses says so, not "truncated"."""
+    whole = run / "best.keras"
+    with zipfile.ZipFile(whole) as archive:
+        members = {name: archive.read(name) for name in archive.namelist()}
+    config = json.loads(members["config.json"])
+    config["class_name"] = "NoSuchModel"
+    members["config.json"] = json.dumps(config).encode()
+    with zipfile.ZipFile(whole, "w") as archive:
+        for name, data_ in members.items():
+            archive.writestr(name, data_)
+    assert run_cli("sample", run, "--out", tmp_path / "s.png") == cli.EXIT_BAD_INPUT
+    line = one_line_error(capsys, "best.keras is a whole .keras file, but its model could not be rebuilt")
+    assert "truncated" not in line
     assert not (tmp_path / "s.png").exists()
 
 
