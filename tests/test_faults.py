@@ -119,7 +119,7 @@ def test_a_whole_checkpoint_whose_model_cannot_be_rebuilt_is_not_called_truncate
     with zipfile.ZipFile(whole) as archive:
         members = {name: archive.read(name) for name in archive.namelist()}
     config = json.loads(members["config.json"])
-    config["class_name"] = "NoSuchModel"
+    config.update(class_name="NoSuchModel", registered_name="kvae>NoSuchModel")
     members["config.json"] = json.dumps(config).encode()
     with zipfile.ZipFile(whole, "w") as archive:
         for name, data_ in members.items():
