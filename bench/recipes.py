@@ -69,7 +69,7 @@ def main():
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--data-dir", required=True, help="holds binarized_mnist/ (train and valid .amat)")
-    parser.add_argument("--recipes", default="vae_10min,vae,vamp,vamp_gaussian,iwae50,iaf,hvae_vamp")
+    parser.add_argument("--recipes", default="vae_10min,vae,vamp,vamp_gaussian,iwae50,iwae50_gaussian,iaf,hvae_vamp")
     parser.add_argument("--time-limit", type=float, default=None,
                         help="minutes of training per recipe (default: the recipe's own, else 150)")
     parser.add_argument("--epochs", type=int, default=0, help="cap on epochs (0: the recipe's)")
