@@ -26,7 +26,7 @@ import tensorflow as tf
 from kvae import registry
 from kvae.distributions import LOG_VAR_MAX, LOG_VAR_MIN, Density, Posterior
 
-__all__ = ["MaskedDense", "IAFPosterior"]
+__all__ = ["MaskedDense", "IAFPosterior", "made_steps", "iaf_forward", "iaf_inverse"]
 
 
 @keras.saving.register_keras_serializable(package="kvae")
@@ -61,6 +61,92 @@ def made_masks(dim, hidden):
     degree_hidden = 1 + np.arange(hidden) % max(dim - 1, 1)
     return ((degree_hidden[None, :] >= degree_in[:, None]).astype(np.float32),
             (degree_in[None, :] > degree_hidden[:, None]).astype(np.float32))
+
+
+def made_steps(d, num_steps, hidden_units, context_dim, gate_bias=1.0):
+    """The layers of `num_steps` IAF steps over d latents, each [z_in, h_in,
+    m_out, s_out]: a MADE with one hidden layer of `hidden_units` ReLUs that
+    also sees a context of `context_dim` numbers (0: none), its gate's bias at
+    +`gate_bias` (each step starts close to the identity). Used by
+    `IAFPosterior` and by `kvae.hierarchical.HierarchicalPosterior(flow_steps=...)`.
+
+    Args:
+        d: int >= 2, latents.
+        num_steps, hidden_units: int >= 1.
+        context_dim: int >= 0.
+        gate_bias: float.
+
+    Returns:
+        list of `num_steps` lists of 4 layers, for `iaf_forward` and `iaf_inverse`.
+    """
+    if int(d) < 2:
+        raise ValueError(f"An IAF needs at least 2 latents, got {d}.")
+    to_hidden, to_out = made_masks(d, hidden_units)
+    steps = []
+    for t in range(num_steps):
+        z_in = MaskedDense(to_hidden, name=f"made{t}_in")
+        h_in = keras.layers.Dense(hidden_units, use_bias=False, dtype="float32", name=f"made{t}_context")
+        m_out = MaskedDense(to_out, name=f"made{t}_m")
+        s_out = MaskedDense(to_out, name=f"made{t}_s")
+        s_out.bias.assign(np.full([d], gate_bias, np.float32))
+        if context_dim:
+            h_in.build((None, context_dim))
+        steps.append([z_in, h_in, m_out, s_out])
+    return steps
+
+
+def _made(step, z, context):
+    z_in, h_in, m_out, s_out = step
+    hidden = z_in(z)
+    if context is not None:
+        hidden = hidden + h_in(context)
+    hidden = tf.nn.relu(hidden)
+    return m_out(hidden), s_out(hidden)
+
+
+def iaf_forward(steps, z, context=None):
+    """Every step of `made_steps`' flow from z_0 [..., B, d], with the context
+    [B, c] (None: none).
+
+    Args:
+        steps: from `made_steps`.
+        z: [..., B, d] float32, z_0.
+        context: [B, context_dim] or None.
+
+    Returns:
+        (z_T [..., B, d], the log-determinant of dz_T/dz_0: the sum of log-gates [..., B]).
+    """
+    log_det = 0.0
+    for step in steps:
+        m, s = _made(step, z, context)
+        gate = tf.sigmoid(s)
+        z = gate * z + (1.0 - gate) * m
+        log_det += tf.reduce_sum(tf.math.log_sigmoid(s), axis=-1)
+        z = tf.reverse(z, axis=[-1])
+    return z, log_det
+
+
+def iaf_inverse(steps, z, context=None):
+    """z_0 from z_T: each step inverted one coordinate at a time (d passes).
+
+    Args:
+        steps: from `made_steps`.
+        z: [..., B, d] float32, z_T.
+        context: [B, context_dim] or None, as given to `iaf_forward`.
+
+    Returns:
+        z_0 [..., B, d].
+    """
+    d = int(steps[0][2].bias.shape[0])
+    for step in reversed(steps):
+        y = tf.reverse(z, axis=[-1])
+        x = tf.zeros_like(y)
+        for _ in range(d):  # after pass j, coordinates 0..j are exact
+            m, s = _made(step, x, context)
+            gate = tf.sigmoid(s)
+            x = (y - (1.0 - gate) * m) / gate
+        z = x
+    return z
 
 
 @keras.saving.register_keras_serializable(package="kvae")
@@ -118,17 +204,7 @@ class IAFPosterior(Posterior, keras.layers.Layer):
 
     def _make_steps(self, d):
         self.latent_dim = d
-        to_hidden, to_out = made_masks(d, self.hidden_units)
-        self.steps = []
-        for t in range(self.num_steps):
-            z_in = MaskedDense(to_hidden, name=f"made{t}_in")
-            h_in = keras.layers.Dense(self.hidden_units, use_bias=False, dtype="float32", name=f"made{t}_context")
-            m_out = MaskedDense(to_out, name=f"made{t}_m")
-            s_out = MaskedDense(to_out, name=f"made{t}_s")
-            s_out.bias.assign(np.full([d], self.gate_bias, np.float32))
-            if self.context_dim:
-                h_in.build((None, self.context_dim))
-            self.steps.append([z_in, h_in, m_out, s_out])
+        self.steps = made_steps(d, self.num_steps, self.hidden_units, self.context_dim, self.gate_bias)
 
     def build(self, input_shape=None):
         self.built = True
@@ -144,36 +220,11 @@ class IAFPosterior(Posterior, keras.layers.Layer):
         """The base Gaussian's (mean, clamped log-variance), before the flow, each [B, d]."""
         return self._split(params)[:2]
 
-    def _made(self, step, z, context):
-        z_in, h_in, m_out, s_out = step
-        hidden = z_in(z)
-        if self.context_dim:
-            hidden = hidden + h_in(context)
-        hidden = tf.nn.relu(hidden)
-        return m_out(hidden), s_out(hidden)
-
     def _forward(self, z, context):
-        """Every step from z_0 [..., B, d]: (z_T, sum of log-gates [..., B])."""
-        log_det = 0.0
-        for step in self.steps:
-            m, s = self._made(step, z, context)
-            gate = tf.sigmoid(s)
-            z = gate * z + (1.0 - gate) * m
-            log_det += tf.reduce_sum(tf.math.log_sigmoid(s), axis=-1)
-            z = tf.reverse(z, axis=[-1])
-        return z, log_det
+        return iaf_forward(self.steps, z, context if self.context_dim else None)
 
     def _inverse(self, z, context):
-        """z_0 from z_T: each step inverted one coordinate at a time (d passes)."""
-        for step in reversed(self.steps):
-            y = tf.reverse(z, axis=[-1])
-            x = tf.zeros_like(y)
-            for _ in range(self.latent_dim):  # after pass j, coordinates 0..j are exact
-                m, s = self._made(step, x, context)
-                gate = tf.sigmoid(s)
-                x = (y - (1.0 - gate) * m) / gate
-            z = x
-        return z
+        return iaf_inverse(self.steps, z, context if self.context_dim else None)
 
     @staticmethod
     def _base_log_prob(eps, log_var):

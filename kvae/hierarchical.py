@@ -3,12 +3,18 @@
 p(x | z1, z2), and nothing else in the model changes.
 
     posterior   q(z2|x) q(z1|x, z2)    q(z2|x) = N(mu2(x), sigma2(x)^2) from the encoder head,
-                                        q(z1|x, z2) = N(mu1, sigma1^2) = MLP([h(x), z2])
+                                        q(z1|x, z2) = N(mu1, sigma1^2) = MLP([h(x), z2]),
+                                        optionally followed by IAF steps over [z2, z1] (flow_steps)
     prior       p(z2) p(z1|z2)          p(z2) = VampPrior: 1/K sum_k q(z2|u_k) (pseudo-inputs u_k),
                                         p(z1|z2) = N(m(z2), s(z2)^2) = MLP(z2)
 
 The top layer z2 holds the first `top_dim` coordinates of z (half of
 latent_dim by default). Log-variances are clamped as everywhere in kvae.
+With `flow_steps` > 0 the posterior's draw [z2, z1] goes through that many
+inverse autoregressive flow steps (kvae.flows, Kingma et al. 2016) that also
+see h(x): log q(z_T|x) = log q(z2|x) + log q(z1|x, z2) - sum of log-gates.
+The prior's VampPrior components stay q(z2|u_k) before the flow, as
+`VampPrior(components="base")` does for the one-layer model.
 
 Example:
     >>> import kvae
@@ -24,6 +30,7 @@ import tensorflow as tf
 
 from kvae import registry
 from kvae.distributions import LOG_VAR_MAX, LOG_VAR_MIN, Density, Posterior
+from kvae.flows import iaf_forward, iaf_inverse, made_steps
 from kvae.networks import GatedDense
 from kvae.priors import DiagonalMixture, Prior
 
@@ -95,13 +102,16 @@ class HierarchicalPosterior(Posterior, keras.layers.Layer):
     this layer's MLP (`hidden_layers` layers of `hidden_units`: ReLU, or
     gated as in the reference code if `gated`) maps [h(x), z2] to q(z1|x, z2)'s
     mean and log-variance. `mode_stddev` is z2 = mu2 and
-    z1 = mu1(x, mu2), with the conditional standard deviations.
+    z1 = mu1(x, mu2), with the conditional standard deviations (through the
+    flow, if any: the standard deviations stay the base's).
 
     Args:
         top_dim: int or None (latent_dim // 2).
         context_dim: int >= 1, size of h(x).
         hidden_units, hidden_layers: int >= 1.
         gated: bool, `kvae.networks.GatedDense` layers instead of ReLU.
+        flow_steps: int >= 0, IAF steps over [z2, z1] after the two Gaussians (0: none).
+        flow_hidden_units: int >= 1, per step's MADE.
 
     Example:
         >>> import kvae
@@ -112,13 +122,18 @@ class HierarchicalPosterior(Posterior, keras.layers.Layer):
     name = "hierarchical"
     closed_form = False
 
-    def __init__(self, top_dim=None, context_dim=300, hidden_units=300, hidden_layers=1, gated=False, **kwargs):
+    def __init__(self, top_dim=None, context_dim=300, hidden_units=300, hidden_layers=1, gated=False, flow_steps=0,
+                 flow_hidden_units=320, **kwargs):
         kwargs.setdefault("dtype", "float32")
         kwargs.setdefault("name", "hierarchical")
         keras.layers.Layer.__init__(self, **kwargs)
         if int(context_dim) < 1:
             raise ValueError(f"context_dim must be >= 1, got {context_dim}.")
         _check_net(hidden_units, hidden_layers)
+        if int(flow_steps) < 0 or int(flow_hidden_units) < 1:
+            raise ValueError(f"flow_steps must be >= 0 and flow_hidden_units >= 1, got {flow_steps}, "
+                             f"{flow_hidden_units}.")
+        self.flow_steps, self.flow_hidden_units = int(flow_steps), int(flow_hidden_units)
         self.top_dim_arg = top_dim
         self.context_dim, self.hidden_units = int(context_dim), int(hidden_units)
         self.hidden_layers, self.gated = int(hidden_layers), bool(gated)
@@ -128,8 +143,11 @@ class HierarchicalPosterior(Posterior, keras.layers.Layer):
         return Posterior.__repr__(self)
 
     def get_config(self):
-        return {"top_dim": self.top_dim_arg, "context_dim": self.context_dim, "hidden_units": self.hidden_units,
-                "hidden_layers": self.hidden_layers, "gated": self.gated}
+        config = {"top_dim": self.top_dim_arg, "context_dim": self.context_dim, "hidden_units": self.hidden_units,
+                  "hidden_layers": self.hidden_layers, "gated": self.gated}
+        if self.flow_steps:  # without a flow the config (and repr) stay as before flow_steps existed
+            config.update(flow_steps=self.flow_steps, flow_hidden_units=self.flow_hidden_units)
+        return config
 
     def build(self, input_shape=None):
         self.built = True
@@ -140,8 +158,11 @@ class HierarchicalPosterior(Posterior, keras.layers.Layer):
             self.latent_dim, self.top_dim = int(latent_dim), _top_dim(latent_dim, self.top_dim_arg)
             self.bottom = _MLP(self.hidden_units, 2 * (self.latent_dim - self.top_dim), self.top_dim,
                                self.context_dim, self.hidden_layers, self.gated, name="q_z1")
+            if self.flow_steps:
+                self.flow = made_steps(self.latent_dim, self.flow_steps, self.flow_hidden_units, self.context_dim)
         elif self.latent_dim != int(latent_dim):
-            raise ValueError(f"This HierarchicalPosterior was built for latent_dim={self.latent_dim}, not {latent_dim}.")
+            raise ValueError(f"This HierarchicalPosterior was built for latent_dim={self.latent_dim}, "
+                             f"not {latent_dim}.")
         return 2 * self.top_dim + self.context_dim
 
     def top_mean_log_var(self, params):
@@ -152,7 +173,11 @@ class HierarchicalPosterior(Posterior, keras.layers.Layer):
 
     def _bottom(self, params, z2):
         """q(z1|x, z2)'s (mean, log-variance) for z2 [..., B, top_dim]."""
-        return _mean_log_var(self.bottom(z2, tf.cast(params, tf.float32)[..., 2 * self.top_dim:]))
+        return _mean_log_var(self.bottom(z2, self._context(params)))
+
+    def _context(self, params):
+        """h(x) [B, context_dim]."""
+        return tf.cast(params, tf.float32)[..., 2 * self.top_dim:]
 
     def sample_and_log_prob(self, params, eps, seed=None):
         eps = tf.cast(eps, tf.float32)
@@ -161,16 +186,23 @@ class HierarchicalPosterior(Posterior, keras.layers.Layer):
         mean1, log_var1 = self._bottom(params, z2)
         z1 = mean1 + tf.exp(0.5 * log_var1) * eps[..., self.top_dim:]
         z = tf.concat([z2, z1], axis=-1)
-        return z, _normal_log_prob(z2, mean2, log_var2) + _normal_log_prob(z1, mean1, log_var1)
+        log_q = _normal_log_prob(z2, mean2, log_var2) + _normal_log_prob(z1, mean1, log_var1)
+        if not self.flow_steps:
+            return z, log_q
+        z, log_det = iaf_forward(self.flow, z, self._context(params))
+        return z, log_q - log_det
 
     def sample(self, params, eps, seed=None):
         return self.sample_and_log_prob(params, eps, seed)[0]
 
     def log_prob(self, params, z):
-        z = tf.cast(z, tf.float32)
+        z, log_det = tf.cast(z, tf.float32), 0.0
+        if self.flow_steps:  # back through the flow (d passes per step), then its log-determinant there
+            z = iaf_inverse(self.flow, z, self._context(params))
+            log_det = iaf_forward(self.flow, z, self._context(params))[1]
         z2, z1 = z[..., :self.top_dim], z[..., self.top_dim:]
         mean2, log_var2 = self.top_mean_log_var(params)
-        return _normal_log_prob(z2, mean2, log_var2) + _normal_log_prob(z1, *self._bottom(params, z2))
+        return _normal_log_prob(z2, mean2, log_var2) + _normal_log_prob(z1, *self._bottom(params, z2)) - log_det
 
     def distribution(self, params):
         return Density(self, params)
@@ -178,7 +210,10 @@ class HierarchicalPosterior(Posterior, keras.layers.Layer):
     def mode_stddev(self, params):
         mean2, log_var2 = self.top_mean_log_var(params)
         mean1, log_var1 = self._bottom(params, mean2)
-        return tf.concat([mean2, mean1], -1), tf.exp(0.5 * tf.concat([log_var2, log_var1], -1))
+        mode = tf.concat([mean2, mean1], -1)
+        if self.flow_steps:
+            mode = iaf_forward(self.flow, mode, self._context(params))[0]
+        return mode, tf.exp(0.5 * tf.concat([log_var2, log_var1], -1))
 
 
 @keras.saving.register_keras_serializable(package="kvae")
