@@ -235,7 +235,7 @@ RECIPES = {r.name: r for r in (
            "minutes, the best epoch by the validation ELBO", "88.56 (Tomczak & Welling 2018); 89.78 pythae", 88.5,
            {**_ELBO, **_COSINE, "time_limit": 15.0}, patience=0),
     Recipe("iwae50", "IWAE bound, k = 50, iaf's posterior (2 steps, MADE 320), N(0, I) prior, 40 latents; Adam 1e-3 "
-           "decaying to 0 (cosine) over 120 minutes (165-214 epochs on the faster machine: each costs 50 decoder "
+           "decaying to 0 (cosine) over 120 minutes (151-214 epochs on the faster machine: each costs 50 decoder "
            "passes), weight decay 0.2 on the decoder's kernels (AdamW), the best epoch by the validation bound",
            "86.82 to 87.10 (pythae; Burda et al.)", 86.5,
            {**_COSINE, "kl_warmup": 0, "objective": "iwae", "num_samples": 50, "time_limit": 120.0,
