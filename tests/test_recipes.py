@@ -71,6 +71,8 @@ def test_recipe_trains_and_reports_log_px_on_the_stand_in(name, tmp_path):
     posterior, prior, objective, latent = PARTS[name]
     assert (type(model.posterior).__name__, type(model.prior).__name__, type(model.objective).__name__,
             model.latent_dim) == (posterior, prior, objective, latent)
+    if name == "hvae_vamp":  # iaf's flow over [z2, z1] after the two Gaussians, kept through save and load
+        assert (model.posterior.flow_steps, model.posterior.flow_hidden_units) == (2, 320)
     state = json.loads((tmp_path / "run" / "state.json").read_text())
     assert state["best_monitor"] == ("val_loss" if name.startswith("iwae50") else "val_elbo")
     assert summary["train_seconds"] == state["train_seconds"] > 0 and summary["eval_seconds"] > 0
