@@ -249,7 +249,7 @@ def test_a_recipe_with_weight_decay_trains_with_adamw_on_the_decoder():
 
 
 def test_the_cosine_recipes_run_their_whole_decay():
-    """vae, iaf, vamp, vamp_gaussian, vae_10min, iwae50 and iwae50_gaussian let the learning rate reach 0:
+    """Every recipe (hvae_vamp too, from 5e-4 after a 100-epoch warm-up) lets the learning rate reach 0:
     no early stopping cuts the decay (the best epoch is still the one evaluated)."""
     cosine = [("vae", 15.0), ("iaf", 15.0), ("vamp", 30.0), ("vamp_gaussian", 30.0), ("vae_10min", 10.0)]
     for name, minutes in cosine:
@@ -261,9 +261,8 @@ def test_the_cosine_recipes_run_their_whole_decay():
         cfg = recipes.get(name).config(dataset="binarized_mnist")
         assert (cfg.lr_decay, cfg.time_limit, cfg.learning_rate, cfg.kl_warmup) == ("cosine", minutes, 1e-3, 0)
         assert recipes.get(name).callbacks() == [] and recipes.get(name).weight_decay == decay
-    # hvae_vamp: the papers' schedule (the cosine one overfit it sooner), 110 minutes of the 150-minute budget
+    # hvae_vamp: the papers' warm-up and 5e-4, decaying over 70 minutes; vamp's weight decay (p43a, RESULTS.md)
     cfg = recipes.get("hvae_vamp").config(dataset="binarized_mnist")
-    assert (cfg.lr_decay, cfg.time_limit, cfg.learning_rate, cfg.kl_warmup) == ("none", 110.0, 5e-4, 100)
-    assert len(recipes.get("hvae_vamp").callbacks()) == 1
-    assert recipes.get("hvae_vamp").weight_decay == 0.0  # measured 85.13 with 0.1 against 85.12 without
+    assert (cfg.lr_decay, cfg.time_limit, cfg.learning_rate, cfg.kl_warmup) == ("cosine", 70.0, 5e-4, 100)
+    assert recipes.get("hvae_vamp").callbacks() == [] and recipes.get("hvae_vamp").weight_decay == 0.3
 
