@@ -33,7 +33,7 @@ patience=50). iwae50 has no warm-up (the IWAE bound takes none), iaf's posterior
 epoch costs 34-35 s on the faster of this project's machines (family 26), 60-75 s on the other, against
 5 s for vae; iwae50_gaussian keeps the papers' Gaussian posterior and the first 90 minutes. hvae_vamp
 puts iaf's flow (2 steps, MADE 320) over both layers and keeps the papers' warm-up over 100 epochs and
-their 5e-4, decayed to 0 (cosine) over 110 minutes, with vamp's weight decay 0.3 on the decoder (83.71 over 70 minutes;
+their 5e-4, decayed to 0 (cosine) over 70 minutes, with vamp's weight decay 0.3 on the decoder (83.71;
 84.59 with the papers' constant 5e-4 and early stopping, which ended at 35 minutes with the validation
 ELBO flat; 85.12 without the flow). A cosine decay from 1e-3 with a 10-epoch warm-up overfit it sooner
 (bench/RESULTS.md: two runs stopped at epoch ~100, the validation ELBO 1.5 nats below the papers'
@@ -257,10 +257,10 @@ RECIPES = {r.name: r for r in (
            prior=_vamp, patience=0, weight_decay=0.3),
     Recipe("hvae_vamp", "two stochastic layers (40 + 40) with the VampPrior (500) on the top one, z1's networks one "
            "ReLU layer of 300, iaf's flow (2 steps, MADE 320) over [z2, z1] after the two Gaussians; the papers' "
-           "warm-up (100 epochs) and Adam 5e-4, decaying to 0 (cosine) over 110 minutes, weight decay 0.3 on the "
+           "warm-up (100 epochs) and Adam 5e-4, decaying to 0 (cosine) over 70 minutes, weight decay 0.3 on the "
            "decoder's kernels (AdamW), the best epoch by the validation ELBO",
            "83.19 (Tomczak & Welling 2018)", 83.0,
-           {**_ELBO, "time_limit": 110.0, "latent_dim": 80, "posterior": "hierarchical", "prior": "hierarchical_vamp",
+           {**_ELBO, "time_limit": 70.0, "latent_dim": 80, "posterior": "hierarchical", "prior": "hierarchical_vamp",
             "lr_decay": "cosine", "learning_rate": 5e-4},
            posterior=_hierarchical, prior=_hierarchical_vamp, patience=0, weight_decay=0.3),
     Recipe("iaf", "ELBO, IAF posterior (2 steps, MADE 320), N(0, I) prior, 40 latents; trained as vae",
