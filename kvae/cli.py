@@ -72,9 +72,10 @@ def _parser():
     t.add_argument("--network", choices=["mlp", "conv"], help=f"(default {D.network})")
     t.add_argument("--latent-dim", type=_int, help=f"(default {D.latent_dim})")
     t.add_argument("--likelihood", help="bernoulli (default), continuous_bernoulli, gaussian, gaussian_learned")
-    t.add_argument("--posterior", help="diagonal (default), full_covariance or power_spherical "
-                                       "(with --prior spherical_uniform)")
-    t.add_argument("--prior", help="standard_normal (default), mixture, vamp or spherical_uniform")
+    t.add_argument("--posterior", help="diagonal (default), full_covariance, iaf, hierarchical (with --prior "
+                                       "hierarchical_vamp) or power_spherical (with --prior spherical_uniform)")
+    t.add_argument("--prior", help="standard_normal (default), mixture, vamp, vamp_base (the VampPrior with "
+                                   "--posterior iaf), hierarchical_vamp or spherical_uniform")
     t.add_argument("--beta", type=float, help=f"(default {D.beta})")
     t.add_argument("--objective", help="elbo (default), iwae, or dreg (the iwae bound with doubly "
                                        "reparameterised gradients)")

@@ -231,7 +231,8 @@ class VampPrior(Prior):
                 raise ValueError(f"VampPrior(components='base') mixes the posterior's base Gaussians; the "
                                  f"{model.posterior.name!r} posterior has none (no base_mean_log_var).")
         elif not model.posterior.closed_form:
-            hint = (" VampPrior(components='base') mixes its base Gaussians instead."
+            hint = (" VampPrior(components='base') mixes its base Gaussians instead (prior='vamp_base', "
+                    "--prior vamp_base)."
                     if hasattr(model.posterior, "base_mean_log_var") else "")
             raise ValueError(f"The VampPrior is a mixture of posteriors, which needs a closed-form posterior; the "
                              f"{model.posterior.name!r} posterior is not one (for two stochastic layers use "
@@ -296,11 +297,14 @@ class SphericalUniform(Prior):
 registry.register("prior", "standard_normal")(lambda latent_dim, **_: StandardNormal(latent_dim))
 registry.register("prior", "mixture")(lambda latent_dim, **_: MixtureOfGaussians(latent_dim))
 registry.register("prior", "vamp")(lambda latent_dim, input_shape, **_: VampPrior(latent_dim, input_shape))
+registry.register("prior", "vamp_base")(
+    lambda latent_dim, input_shape, **_: VampPrior(latent_dim, input_shape, components="base"))
 registry.register("prior", "spherical_uniform")(lambda latent_dim, **_: SphericalUniform(latent_dim))
 
 
 def get_prior(spec, latent_dim, input_shape):
     """A `Prior` layer from a name ('standard_normal', 'mixture', 'vamp',
+    'vamp_base' (a VampPrior of a flow posterior's base Gaussians),
     'spherical_uniform'), a serialised config, or an instance
     (`kvae.registry.get`).
 

@@ -13,7 +13,7 @@ from kvae import distributions, evaluate, objectives, priors, registry, replicas
 @pytest.mark.parametrize("kind, names", [
     ("likelihood", ["bernoulli", "continuous_bernoulli", "gaussian", "gaussian_learned"]),
     ("posterior", ["diagonal", "full_covariance", "power_spherical"]),
-    ("prior", ["mixture", "spherical_uniform", "standard_normal", "vamp"]),
+    ("prior", ["mixture", "spherical_uniform", "standard_normal", "vamp", "vamp_base"]),
     ("network", ["conv", "mlp"]),
     ("objective", ["elbo", "iwae"]),
 ])
@@ -198,7 +198,8 @@ def test_a_vampprior_over_a_flow_posterior_mixes_its_base_gaussians(tmp_path):
                                gauss.prior.distribution(gauss).log_prob(z).numpy(), rtol=1e-6)
 
     flow = lambda: IAFPosterior(num_steps=2, hidden_units=12, context_dim=6)  # noqa: E731
-    with pytest.raises(ValueError, match=r"not one .* VampPrior\(components='base'\) mixes its base Gaussians"):
+    with pytest.raises(ValueError, match=r"not one .* VampPrior\(components='base'\) mixes its base Gaussians "
+                                         r"instead \(prior='vamp_base', --prior vamp_base\)"):
         build(flow())
     with pytest.raises(ValueError, match="'full_covariance' posterior has none"):
         build("full_covariance", components="base")
@@ -219,3 +220,28 @@ def test_a_vampprior_over_a_flow_posterior_mixes_its_base_gaussians(tmp_path):
     assert again.prior.get_config()["components"] == "base"
     np.testing.assert_allclose(again.prior.distribution(again).log_prob(z).numpy(),
                                model.prior.distribution(model).log_prob(z).numpy(), rtol=1e-6)
+
+
+
+def test_the_vamp_base_name_is_the_vampprior_of_a_flow_posteriors_base_from_python_and_the_cli(tmp_path, capsys):
+    import json
+
+    from kvae import cli
+
+    model = kvae.VAE((8, 8, 1), 4, posterior="iaf", prior="vamp_base", seed=0)
+    assert isinstance(model.prior, priors.VampPrior) and model.prior.components == "base"
+    with pytest.raises(ValueError, match="--prior vamp_base"):
+        kvae.VAE((8, 8, 1), 4, posterior="iaf", prior="vamp", seed=0)
+
+    # the CLI: the error names the flag to use, writes nothing; the named prior trains and evaluates
+    bad = tmp_path / "bad"
+    args = ["train", "--dataset", "digits", "--epochs", "1", "--latent-dim", "2", "--quiet", "--posterior", "iaf"]
+    assert cli.main(args + ["--prior", "vamp", "--out", str(bad)]) == cli.EXIT_BAD_INPUT
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "--prior vamp_base" in err[0] and not bad.exists()
+    run = tmp_path / "run"
+    assert cli.main(args + ["--prior", "vamp_base", "--out", str(run)]) == 0
+    assert json.loads((run / "config.json").read_text())["train"]["prior"] == "vamp_base"
+    assert kvae.load_model(run / "best.keras").prior.components == "base"
+    assert cli.main(["evaluate", str(run), "--k", "20"]) == 0
+    assert np.isfinite(json.loads((run / "evaluation.json").read_text())["test_log_likelihood"])
