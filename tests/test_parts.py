@@ -222,7 +222,6 @@ def test_a_vampprior_over_a_flow_posterior_mixes_its_base_gaussians(tmp_path):
                                model.prior.distribution(model).log_prob(z).numpy(), rtol=1e-6)
 
 
-
 def test_the_vamp_base_name_is_the_vampprior_of_a_flow_posteriors_base_from_python_and_the_cli(tmp_path, capsys):
     import json
 
