@@ -43,7 +43,7 @@ PARTS = {  # what each recipe's model must be made of
     "iwae50_gaussian": ("DiagonalGaussian", "StandardNormal", "IWAE", 40),
     "vamp": ("IAFPosterior", "VampPrior", "ELBO", 40),
     "vamp_gaussian": ("DiagonalGaussian", "VampPrior", "ELBO", 40),
-    "hvae_vamp": ("HierarchicalPosterior", "HierarchicalVampPrior", "IWAE", 80),
+    "hvae_vamp": ("HierarchicalPosterior", "HierarchicalVampPrior", "ELBO", 80),
     "iaf": ("IAFPosterior", "StandardNormal", "ELBO", 40),
 }
 
@@ -74,7 +74,7 @@ def test_recipe_trains_and_reports_log_px_on_the_stand_in(name, tmp_path):
     if name == "hvae_vamp":  # iaf's flow over [z2, z1] after the two Gaussians, kept through save and load
         assert (model.posterior.flow_steps, model.posterior.flow_hidden_units) == (2, 320)
     state = json.loads((tmp_path / "run" / "state.json").read_text())
-    assert state["best_monitor"] == ("val_loss" if PARTS[name][2] == "IWAE" else "val_elbo")
+    assert state["best_monitor"] == ("val_loss" if name.startswith("iwae50") else "val_elbo")
     assert summary["train_seconds"] == state["train_seconds"] > 0 and summary["eval_seconds"] > 0
     saved = json.loads((tmp_path / "run" / "config.json").read_text())["train"]
     assert saved["recipe"] == name and saved["batch_size"] == 100
@@ -249,7 +249,7 @@ def test_a_recipe_with_weight_decay_trains_with_adamw_on_the_decoder():
 
 
 def test_the_cosine_recipes_run_their_whole_decay():
-    """Every recipe (hvae_vamp too, from 5e-4) lets the learning rate reach 0:
+    """Every recipe (hvae_vamp too, from 5e-4 after a 100-epoch warm-up) lets the learning rate reach 0:
     no early stopping cuts the decay (the best epoch is still the one evaluated)."""
     cosine = [("vae", 15.0), ("iaf", 15.0), ("vamp", 30.0), ("vamp_gaussian", 30.0), ("vae_10min", 10.0)]
     for name, minutes in cosine:
@@ -261,9 +261,8 @@ def test_the_cosine_recipes_run_their_whole_decay():
         cfg = recipes.get(name).config(dataset="binarized_mnist")
         assert (cfg.lr_decay, cfg.time_limit, cfg.learning_rate, cfg.kl_warmup) == ("cosine", minutes, 1e-3, 0)
         assert recipes.get(name).callbacks() == [] and recipes.get(name).weight_decay == decay
-    # hvae_vamp: the IWAE bound (k = 5) from the papers' 5e-4, decaying over 100 minutes; vamp's weight decay
+    # hvae_vamp: the papers' warm-up and 5e-4, decaying over 70 minutes; vamp's weight decay (p43a, RESULTS.md)
     cfg = recipes.get("hvae_vamp").config(dataset="binarized_mnist")
-    assert (cfg.lr_decay, cfg.time_limit, cfg.learning_rate, cfg.kl_warmup) == ("cosine", 100.0, 5e-4, 0)
-    assert (cfg.objective, cfg.num_samples) == ("iwae", 5)
+    assert (cfg.lr_decay, cfg.time_limit, cfg.learning_rate, cfg.kl_warmup) == ("cosine", 70.0, 5e-4, 100)
     assert recipes.get("hvae_vamp").callbacks() == [] and recipes.get("hvae_vamp").weight_decay == 0.3
 
