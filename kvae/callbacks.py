@@ -256,29 +256,42 @@ class TimeLimit(keras.callbacks.Callback):
     `minutes` of training, counting `spent_seconds` already trained by an
     earlier process (a resumed run continues its budget, it does not start a
     new one). With `cosine=True` the learning rate also follows a cosine from
-    `initial_lr` (default: the optimizer's rate at the start) to 0 over those
-    minutes (set at the start of every epoch, from the time spent), so a fixed
-    budget ends on a converged model, resumed or not.
+    `initial_lr` (default: the optimizer's rate at the start) to 0 over the
+    run, set at the start of every epoch from the run's progress: the larger
+    of the time spent over `minutes` and, given `epochs`, the epochs done over
+    `epochs`. So the rate reaches 0 as whichever limit ends the run does, on
+    a fast machine or a slow one, resumed or not. `minutes=0` sets no time
+    limit (a cosine over the epochs alone).
 
     Args:
-        minutes: float > 0.
+        minutes: float >= 0 (0 only with `cosine` and `epochs`).
         cosine: bool.
         spent_seconds: float >= 0, training time before this process.
         initial_lr: float or None, the cosine's starting rate.
+        epochs: int >= 1 or None, the epochs the run trains in all (Keras's
+            epoch index counts a resumed run's earlier epochs too).
     """
 
-    def __init__(self, minutes, cosine=False, spent_seconds=0.0, initial_lr=None):
+    def __init__(self, minutes, cosine=False, spent_seconds=0.0, initial_lr=None, epochs=None):
         super().__init__()
-        if not float(minutes) > 0:
-            raise ValueError(f"minutes must be > 0, got {minutes}.")
+        if not float(minutes) >= 0 or not (float(minutes) > 0 or (cosine and epochs)):
+            raise ValueError(f"minutes must be > 0 (or 0 with cosine=True and epochs), got {minutes}.")
         if not float(spent_seconds) >= 0:
             raise ValueError(f"spent_seconds must be >= 0, got {spent_seconds}.")
+        if epochs is not None and int(epochs) < 1:
+            raise ValueError(f"epochs must be >= 1 or None, got {epochs}.")
         self.minutes, self.cosine = float(minutes), bool(cosine)
         self.spent, self.initial_lr = float(spent_seconds), initial_lr
+        self.epochs = None if epochs is None else int(epochs)
         self.clock = time.monotonic  # seconds; replaceable (tests)
 
     def _fraction(self):
-        return min(1.0, (self.clock() - self.start) / (60.0 * self.minutes))
+        """The share of the time limit spent (0 without one)."""
+        return min(1.0, (self.clock() - self.start) / (60.0 * self.minutes)) if self.minutes else 0.0
+
+    def progress(self, epoch):
+        """The run's progress in [0, 1] at the start of (0-based) `epoch`."""
+        return min(1.0, max(self._fraction(), epoch / self.epochs if self.epochs else 0.0))
 
     def on_train_begin(self, logs=None):
         self.start = self.clock() - self.spent
@@ -288,10 +301,10 @@ class TimeLimit(keras.callbacks.Callback):
     def on_epoch_begin(self, epoch, logs=None):
         if self.cosine:
             self.model.optimizer.learning_rate.assign(
-                self.initial_lr * 0.5 * (1.0 + math.cos(math.pi * self._fraction())))
+                self.initial_lr * 0.5 * (1.0 + math.cos(math.pi * self.progress(epoch))))
 
     def on_epoch_end(self, epoch, logs=None):
-        if self._fraction() >= 1.0:
+        if self.minutes and self._fraction() >= 1.0:
             self.model.stop_training = True
 
 

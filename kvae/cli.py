@@ -100,7 +100,8 @@ def _parser():
     t.add_argument("--seed", type=_int, help=f"(default {D.seed})")
     t.add_argument("--time-limit", type=float, metavar="MINUTES",
                    help="no new epoch after this many minutes of training, summed over --resume (default 0: no limit)")
-    t.add_argument("--lr-decay", help="none (default) or cosine: the learning rate falls to 0 over --time-limit")
+    t.add_argument("--lr-decay", help="none (default) or cosine: the learning rate falls to 0 by the end "
+                   "of the run, over --epochs or over --time-limit if that ends it first")
     t.add_argument("--eval-k", type=_int, help="importance samples of the final test log p(x) in summary.json "
                                                "(default 0: ELBO only; recipes 5000)")
     t.add_argument("--quiet", action="store_true", help="no progress bar")

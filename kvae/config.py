@@ -61,7 +61,8 @@ class TrainConfig:
         strategy: 'none', 'mirrored' or 'multiworker'.
         eval_k: importance samples of the final test log p(x) in summary.json (0: ELBO only).
         time_limit: minutes; training stops at the end of the first epoch past it (0: no limit).
-        lr_decay: 'none' or 'cosine' (the learning rate follows a cosine to 0 over `time_limit`).
+        lr_decay: 'none' or 'cosine' (the learning rate follows a cosine to 0 over the run: over
+            `epochs`, or over `time_limit` if that ends the run first; kvae.callbacks.TimeLimit).
         recipe: None or a `kvae.recipes` name (`Recipe.config` makes the whole config).
     """
 
@@ -94,7 +95,7 @@ class TrainConfig:
     seed: int = 0
     eval_k: int = 0  # importance samples for the final test log p(x) (0: ELBO only)
     time_limit: float = 0.0  # minutes of training after which no new epoch starts (0: none)
-    lr_decay: str = "none"  # 'cosine': the learning rate falls to 0 over --time-limit
+    lr_decay: str = "none"  # 'cosine': the learning rate falls to 0 by the run's end (--epochs or --time-limit)
     recipe: str = None  # a kvae.recipes name: the model and schedule are the recipe's
 
     def validate(self):
@@ -120,7 +121,6 @@ class TrainConfig:
             (0 <= self.eval_k <= 100000, f"--eval-k must be in 0..100000, got {self.eval_k}"),
             (self.time_limit >= 0, f"--time-limit must be >= 0 minutes, got {self.time_limit}"),
             (self.lr_decay in ("none", "cosine"), f"--lr-decay must be none or cosine, got {self.lr_decay}"),
-            (self.lr_decay == "none" or self.time_limit > 0, "--lr-decay cosine decays over --time-limit: give one"),
             (self.batch_size >= 1, f"--batch-size must be >= 1, got {self.batch_size}"),
             (self.learning_rate > 0, f"--lr must be > 0, got {self.learning_rate}"),
             (self.steps_per_execution >= 1, f"--steps-per-execution must be >= 1, got {self.steps_per_execution}"),

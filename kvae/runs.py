@@ -529,8 +529,9 @@ def _fit(cfg, run_dir, ds, model, state, verbose, log, shown_dir=None):
         cbs.insert(1, kcallbacks.KLWarmup(cfg.kl_warmup, schedule=cfg.kl_schedule))
     # a resumed run continues its patience, its time budget and its cosine (state.json keeps them)
     cbs += recipe.callbacks(state) if recipe else []
-    cbs += [kcallbacks.TimeLimit(cfg.time_limit, cosine=cfg.lr_decay == "cosine", initial_lr=cfg.learning_rate,
-                                 spent_seconds=state.get("train_seconds", 0.0))] if cfg.time_limit else []
+    cosine = cfg.lr_decay == "cosine"
+    cbs += [kcallbacks.TimeLimit(cfg.time_limit, cosine=cosine, initial_lr=cfg.learning_rate, epochs=cfg.epochs,
+                                 spent_seconds=state.get("train_seconds", 0.0))] if cfg.time_limit or cosine else []
     epochs, spent = cfg.epochs, state.get("train_seconds", 0.0)
     if cfg.time_limit and spent >= 60.0 * cfg.time_limit:  # a resumed run whose budget is used up
         log(f"--time-limit {cfg.time_limit:g} is spent ({spent / 60:.1f} minutes trained): no new epoch")

@@ -52,10 +52,13 @@ def test_conv_network_cyclical_warmup_bfloat16_and_threshold_binarisation(tmp_pa
 def test_capacity_flags_build_the_objective_and_ramp_the_capacity(tmp_path):
     run = tmp_path / "cap"
     assert run_cli("train", *SMALL, "--epochs", 3, "--capacity-gamma", 10, "--max-capacity", 4,
-                   "--kl-warmup", 2, "--out", run) == 0
+                   "--kl-warmup", 2, "--lr-decay", "cosine", "--lr", "2e-3", "--out", run) == 0
     config = json.loads((run / "config.json").read_text())["model"]["objective"]
     assert config["class_name"] == "CapacityELBO" and config["config"]["gamma"] == 10.0
     assert plots.read_metrics(run / "metrics.csv")["kl_capacity"] == [0.0, 2.0, 4.0]
+    # --lr-decay cosine without --time-limit: over the 3 epochs, the last one at 2e-3 * (1 + cos(2 pi / 3)) / 2
+    rate = kvae.load_model(run / "last.keras").optimizer.learning_rate
+    np.testing.assert_allclose(float(keras.ops.convert_to_numpy(rate)), 0.5e-3, rtol=1e-5)
 
 
 def test_strategy_mirrored_trains_under_the_strategy(tmp_path, monkeypatch):

@@ -125,8 +125,7 @@ def test_time_limit_and_best_by_the_validation_elbo(digits, tmp_path):
     model.fit(digits[0][:64], epochs=3, batch_size=32, callbacks=[cosine, record],
               verbose=0)
     np.testing.assert_allclose(seen, [1e-3, 1e-3 * 0.5 * (1 + np.cos(np.pi / 4)), 0.5e-3], rtol=1e-6)
-    with pytest.raises(RunError, match="--lr-decay cosine decays over --time-limit"):
-        kvae.config.TrainConfig(lr_decay="cosine").validate()
+    kvae.config.TrainConfig(lr_decay="cosine").validate()  # no time limit: the cosine runs over --epochs
 
     (tmp_path / "state.json").write_text(json.dumps({"epochs_done": 0}))
     check = callbacks.RunCheckpoint(tmp_path, "val_elbo", "max")
@@ -135,6 +134,36 @@ def test_time_limit_and_best_by_the_validation_elbo(digits, tmp_path):
         check.on_epoch_end(epoch, {"loss": 1.0, "val_elbo": elbo})
     state = json.loads((tmp_path / "state.json").read_text())
     assert state["best_epoch"] == 2 and state["epochs_done"] == 3
+
+
+def test_the_cosine_ends_with_whichever_limit_ends_the_run(digits):
+    """The learning rate reaches 0 by the run's end: over the epochs without a time limit, and over the
+    epochs or the minutes, whichever runs out first, with both (so a slow machine still finishes it)."""
+    model = kvae.VAE((8, 8, 1), 2, encoder=kvae.networks.mlp([8]), decoder=kvae.networks.mlp([8]))
+    model.compile(optimizer=keras.optimizers.Adam(1e-3))
+    seen = []
+    record = keras.callbacks.LambdaCallback(
+        on_epoch_begin=lambda e, logs: seen.append(float(model.optimizer.learning_rate.numpy())))
+    model.fit(digits[0][:64], epochs=4, batch_size=32, verbose=0,
+              callbacks=[callbacks.TimeLimit(0, cosine=True, epochs=4), record])
+    cos = [0.5 * (1 + np.cos(np.pi * f)) for f in (0, 0.25, 0.5, 0.75)]
+    np.testing.assert_allclose(seen, 1e-3 * np.array(cos), rtol=1e-6)
+
+    # 10 epochs in 2 minutes: on a fake clock the time (30 s an epoch: a quarter) leads, then the epochs
+    # (6 s an epoch after that: epoch 5 of 10 is half the epochs, 2 minutes only 0.3 spent)
+    clock = iter([0.0, 0.0, 30.0, 36.0])
+    both = callbacks.TimeLimit(2.0, cosine=True, epochs=10, initial_lr=1e-3)
+    both.clock = lambda: next(clock)
+    both.set_model(model)
+    both.on_train_begin()
+    assert both.progress(0) == 0.0
+    assert both.progress(1) == pytest.approx(0.25)  # 30 s of 120 beats 1 epoch of 10
+    both.on_epoch_begin(5)  # 36 s of 120 (0.3) is behind 5 epochs of 10 (0.5)
+    np.testing.assert_allclose(float(model.optimizer.learning_rate.numpy()), 0.5e-3, rtol=1e-6)
+    with pytest.raises(ValueError, match="minutes must be > 0"):
+        callbacks.TimeLimit(0, epochs=4)  # no limit and no cosine: nothing to do
+    with pytest.raises(ValueError, match="epochs must be >= 1"):
+        callbacks.TimeLimit(1.0, cosine=True, epochs=0)
 
 
 def test_a_resumed_recipe_continues_its_patience_time_and_cosine(tmp_path):
