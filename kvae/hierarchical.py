@@ -65,17 +65,16 @@ class _MLP(keras.layers.Layer):
         super().__init__(dtype="float32", **kwargs)
         self.units, self.context_dim, self.gated = int(hidden_units), int(context_dim), bool(gated)
         width = 2 * self.units if self.gated else self.units
-        with keras.name_scope(self.name):  # variable paths "<name>/hidden/kernel", ...: AdamW's decay_paths pick them
-            self.hidden = keras.layers.Dense(width, dtype="float32", name="hidden")
-            self.hidden.build((None, self.context_dim + input_dim))
-            self.more = []
-            for i in range(int(hidden_layers) - 1):
-                layer = (GatedDense(self.units, dtype="float32", name=f"hidden_{i + 2}") if self.gated else
-                         keras.layers.Dense(self.units, activation="relu", dtype="float32", name=f"hidden_{i + 2}"))
-                layer.build((None, self.units))
-                self.more.append(layer)
-            self.out = keras.layers.Dense(out, dtype="float32", name="out")
-            self.out.build((None, self.units))
+        self.hidden = keras.layers.Dense(width, dtype="float32", name="hidden")
+        self.hidden.build((None, self.context_dim + input_dim))
+        self.more = []
+        for i in range(int(hidden_layers) - 1):
+            layer = (GatedDense(self.units, dtype="float32", name=f"hidden_{i + 2}") if self.gated else
+                     keras.layers.Dense(self.units, activation="relu", dtype="float32", name=f"hidden_{i + 2}"))
+            layer.build((None, self.units))
+            self.more.append(layer)
+        self.out = keras.layers.Dense(out, dtype="float32", name="out")
+        self.out.build((None, self.units))
 
     def build(self, input_shape=None):
         self.built = True
