@@ -181,7 +181,7 @@ class TrainingCurves(keras.callbacks.Callback):
 
 class KLWarmup(keras.callbacks.Callback):
     """KL warm-up: at the start of each epoch, set the objective's KL weight
-    (`model.objective.kl_weight`, an ELBO's) to beta * factor(epoch).
+    (`model.objective.kl_weight`, an ELBO's or an IWAE's) to beta * factor(epoch).
 
     'linear' (Bowman et al., 2016): factor = min(1, (epoch + 1) / epochs), so
     the weight reaches beta after `epochs` epochs.
@@ -212,7 +212,7 @@ class KLWarmup(keras.callbacks.Callback):
         return min(1.0, position / self.ratio)
 
     def on_epoch_begin(self, epoch, logs=None):
-        weight = _objective_variable(self.model, "kl_weight", "KLWarmup", "an ELBO objective (a KL weight)")
+        weight = _objective_variable(self.model, "kl_weight", "KLWarmup", "an ELBO or IWAE objective (a KL weight)")
         weight.assign(self.model.objective.beta * self.factor(epoch))
 
     def on_epoch_end(self, epoch, logs=None):

@@ -9,7 +9,7 @@ the global batch). A new estimator is a new subclass, registered under a name:
     ELBO(beta)             reconstruction + kl_weight * KL      (kl_weight = beta; KLWarmup ramps it)
     FreeBitsELBO(floor)    reconstruction + kl_weight * sum_j max(floor, mean_batch KL_j)
     CapacityELBO(gamma)    reconstruction + gamma * |mean_batch KL - C|   (CapacityAnnealing raises C)
-    IWAE(k)                -log (1/k) sum_i p(x, z_i) / q(z_i|x)
+    IWAE(k)                -log (1/k) sum_i p(x, z_i) / q(z_i|x)      (KLWarmup can weight p(z_i) / q(z_i|x))
     DReG(k)                the IWAE bound, with the doubly reparameterised gradient (Tucker et al., 2019)
 
 "mean_batch" is the mean over the GLOBAL batch (kvae.replicas.batch_mean), so
@@ -295,17 +295,31 @@ class IWAE(Objective):
     The gradient is the plain reparameterised one (a new estimator, e.g.
     DReG, is a subclass overriding `loss`).
 
+    A KL warm-up (`kvae.callbacks.KLWarmup`) sets `kl_weight` (a float32
+    variable, 1 unless warming up) below 1, and the weights inside the
+    log-mean-exp become p(x|z_i) (p(z_i) / q(z_i|x))^kl_weight: at k = 1 the
+    warm-up's weighted ELBO, at kl_weight = 1 the bound L_k again. The warm-up
+    is a schedule, not an option: `beta` stays 1 (a weighted L_k is no bound).
+
     Args:
         num_samples: int >= 1, k.
     """
 
     name = "iwae"
+    beta = 1.0
 
     def __init__(self, num_samples=5):
         super().__init__(num_samples)
+        self.kl_weight = None
+
+    def build(self):
+        if self.kl_weight is None:
+            self.kl_weight = tf.Variable(1.0, trainable=False, dtype=tf.float32, name="kl_weight")
 
     def loss(self, terms):
-        return -tfp.math.reduce_logmeanexp(terms.log_weights, axis=0)
+        self.build()
+        log_weights = terms.log_px_z + self.kl_weight * (terms.log_pz - terms.log_qz)
+        return -tfp.math.reduce_logmeanexp(log_weights, axis=0)
 
 
 @keras.saving.register_keras_serializable(package="kvae")
@@ -338,6 +352,9 @@ class DReG(IWAE):
 
     name = "dreg"
     persistent_tape = True
+
+    def build(self):
+        """DReG has no KL weight (no warm-up): its surrogate is for L_k itself."""
 
     def check(self, model):
         if getattr(model.prior, "uses_encoder", False):

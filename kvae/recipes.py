@@ -165,8 +165,10 @@ class Recipe:
 
     @property
     def monitor(self):
-        """(metric, mode) of model selection: the validation bound the recipe optimises."""
-        return ("val_loss", "min") if self.settings.get("objective") in ("iwae", "dreg") else ("val_elbo", "max")
+        """(metric, mode) of model selection: the validation bound the recipe
+        optimises, or the ELBO where a warm-up weights the KL in the loss."""
+        bound = self.settings.get("objective") in ("iwae", "dreg") and not self.settings.get("kl_warmup")
+        return ("val_loss", "min") if bound else ("val_elbo", "max")  # a warm-up weights val_loss
 
     def callbacks(self, state=None):
         """Early stopping on the validation bound; given a run's state.json
