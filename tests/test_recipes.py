@@ -43,7 +43,7 @@ PARTS = {  # what each recipe's model must be made of
     "iwae50_gaussian": ("DiagonalGaussian", "StandardNormal", "IWAE", 40),
     "vamp": ("IAFPosterior", "VampPrior", "ELBO", 40),
     "vamp_gaussian": ("DiagonalGaussian", "VampPrior", "ELBO", 40),
-    "hvae_vamp": ("HierarchicalPosterior", "HierarchicalVampPrior", "IWAE", 80),
+    "hvae_vamp": ("HierarchicalPosterior", "HierarchicalVampPrior", "ELBO", 80),
     "iaf": ("IAFPosterior", "StandardNormal", "ELBO", 40),
 }
 
@@ -292,9 +292,8 @@ def test_the_cosine_recipes_run_their_whole_decay():
         cfg = recipes.get(name).config(dataset="binarized_mnist")
         assert (cfg.lr_decay, cfg.time_limit, cfg.learning_rate, cfg.kl_warmup) == ("cosine", minutes, 1e-3, 0)
         assert recipes.get(name).callbacks() == [] and recipes.get(name).weight_decay == decay
-    # hvae_vamp: the IWAE bound (k = 5) after a 50-epoch warm-up, 5e-4 decaying over 90 minutes; vamp's weight decay
+    # hvae_vamp: the papers' warm-up and 5e-4, decaying over 70 minutes; vamp's weight decay (p43a, RESULTS.md)
     cfg = recipes.get("hvae_vamp").config(dataset="binarized_mnist")
-    assert (cfg.lr_decay, cfg.time_limit, cfg.learning_rate, cfg.kl_warmup) == ("cosine", 90.0, 5e-4, 50)
-    assert (cfg.objective, cfg.num_samples, recipes.get("hvae_vamp").monitor) == ("iwae", 5, ("val_elbo", "max"))
+    assert (cfg.lr_decay, cfg.time_limit, cfg.learning_rate, cfg.kl_warmup) == ("cosine", 70.0, 5e-4, 100)
     assert recipes.get("hvae_vamp").callbacks() == [] and recipes.get("hvae_vamp").weight_decay == 0.3
 
