@@ -297,3 +297,12 @@ def test_the_cosine_recipes_run_their_whole_decay():
     assert (cfg.lr_decay, cfg.time_limit, cfg.learning_rate, cfg.kl_warmup) == ("cosine", 70.0, 5e-4, 100)
     assert recipes.get("hvae_vamp").callbacks() == [] and recipes.get("hvae_vamp").weight_decay == 0.3
 
+
+
+def test_an_iwae_recipe_with_a_warm_up_selects_on_the_validation_elbo():
+    def recipe(**settings):
+        return recipes.Recipe("r", "s", "p", None, {"objective": "iwae", "num_samples": 5, **settings})
+
+    assert recipe(kl_warmup=0).monitor == ("val_loss", "min")  # the bound itself
+    assert recipe(kl_warmup=50).monitor == ("val_elbo", "max")  # a warm-up weights val_loss
+    assert recipe(objective="elbo", kl_warmup=0).monitor == ("val_elbo", "max")
