@@ -13,7 +13,7 @@ import keras
 
 from kvae import registry
 
-__all__ = ["GatedDense", "Branched", "MLP", "Conv", "mlp", "conv", "he_normal", "get", "build_encoder", "build_decoder"]
+__all__ = ["GatedDense", "MLP", "Conv", "mlp", "conv", "he_normal", "get", "build_encoder", "build_decoder"]
 
 
 def _check_activation(activation):
@@ -66,64 +66,6 @@ class GatedDense(keras.layers.Layer):
 
 
 @keras.saving.register_keras_serializable(package="kvae")
-class Branched(keras.layers.Layer):
-    """One hidden layer as `branches` independent layers over equal slices of
-    the input's last axis, their outputs concatenated: a block-diagonal kernel.
-    Tomczak and Welling's p(x | z1, z2) starts so, a gated layer of 300 on z1
-    and another on z2, before a joint layer on the 600.
-
-    Args:
-        units: int, the total width (a multiple of `branches`).
-        branches: int >= 2.
-        gated: bool, `GatedDense` branches; else Dense with `activation`.
-        activation: str.
-
-    Example:
-        >>> layer = Branched(6, 2, gated=True)
-        >>> tuple(layer(keras.ops.ones((3, 4))).shape)
-        (3, 6)
-    """
-
-    def __init__(self, units, branches, gated=False, activation="relu", **kwargs):
-        super().__init__(**kwargs)
-        self.units, self.branches = int(units), int(branches)
-        if self.branches < 2 or self.units % self.branches:
-            raise ValueError(f"branches must be >= 2 and divide the layer's width; got {self.branches} branches "
-                             f"of a layer of {self.units}.")
-        self.gated, self.activation = bool(gated), _check_activation(activation)
-        width = self.units // self.branches
-        self.branch_layers = [GatedDense(width, dtype=self.dtype_policy, name=f"branch_{i}") if self.gated else
-                       keras.layers.Dense(width, activation=self.activation, dtype=self.dtype_policy,
-                                          name=f"branch_{i}")
-                       for i in range(self.branches)]
-
-    def _size(self, input_shape):
-        size = input_shape[-1]
-        if size is None or size % self.branches:
-            raise ValueError(f"Branched: {self.branches} branches need an input width they divide; got "
-                             f"{size}.")
-        return size // self.branches
-
-    def build(self, input_shape):
-        size = self._size(input_shape)
-        for layer in self.branch_layers:
-            layer.build(tuple(input_shape[:-1]) + (size,))
-        self.built = True
-
-    def call(self, x):
-        size = self._size(x.shape)
-        parts = [layer(x[..., i * size:(i + 1) * size]) for i, layer in enumerate(self.branch_layers)]
-        return keras.ops.concatenate(parts, axis=-1)
-
-    def compute_output_shape(self, input_shape):
-        return tuple(input_shape[:-1]) + (self.units,)
-
-    def get_config(self):
-        return {**super().get_config(), "units": self.units, "branches": self.branches, "gated": self.gated,
-                "activation": self.activation}
-
-
-@keras.saving.register_keras_serializable(package="kvae")
 class MLP:
     """Fully connected body, as in Kingma and Welling (2014).
 
@@ -131,9 +73,6 @@ class MLP:
         hidden_units: sequence of int, widths of the hidden layers, input side first.
         activation: str, e.g. "relu" or "tanh".
         gated: bool, `GatedDense` hidden layers (the activation is then the gate).
-        branches: int >= 1; above 1 the first hidden layer is `Branched`: that
-            many layers over equal slices of the input (e.g. a decoder's
-            [z2, z1]), which its width must be a multiple of.
 
     Example:
         >>> import kvae
@@ -141,26 +80,17 @@ class MLP:
         (400,)
     """
 
-    def __init__(self, hidden_units=(512, 256), activation="relu", gated=False, branches=1):
+    def __init__(self, hidden_units=(512, 256), activation="relu", gated=False):
         self.hidden_units = tuple(int(u) for u in hidden_units)
         if any(u < 1 for u in self.hidden_units):
             raise ValueError(f"hidden_units must be positive, got {list(hidden_units)}.")
         self.activation = _check_activation(activation)
         self.gated = bool(gated)
-        self.branches = int(branches)
-        if self.branches < 1 or (self.branches > 1 and (not self.hidden_units
-                                                         or self.hidden_units[0] % self.branches)):
-            raise ValueError(f"branches must be >= 1 and divide the first hidden width; got {branches} with "
-                             f"hidden_units {list(self.hidden_units)}.")
 
     def _hidden(self):
         if self.gated:
-            layers = [GatedDense(u) for u in self.hidden_units]
-        else:
-            layers = [keras.layers.Dense(u, activation=self.activation) for u in self.hidden_units]
-        if self.branches > 1:
-            layers[0] = Branched(self.hidden_units[0], self.branches, self.gated, self.activation)
-        return layers
+            return [GatedDense(u) for u in self.hidden_units]
+        return [keras.layers.Dense(u, activation=self.activation) for u in self.hidden_units]
 
     def encoder(self, input_shape):
         return keras.Sequential(
@@ -180,8 +110,7 @@ class MLP:
         )
 
     def get_config(self):
-        config = {"hidden_units": list(self.hidden_units), "activation": self.activation, "gated": self.gated}
-        return {**config, "branches": self.branches} if self.branches > 1 else config
+        return {"hidden_units": list(self.hidden_units), "activation": self.activation, "gated": self.gated}
 
     @classmethod
     def from_config(cls, config):
@@ -264,16 +193,16 @@ class Conv:
         return cls(**config)
 
 
-def mlp(hidden_units=(512, 256), activation="relu", gated=False, branches=1):
+def mlp(hidden_units=(512, 256), activation="relu", gated=False):
     """An `MLP` spec; see `MLP`.
 
     Args:
-        hidden_units: sequence of int; activation: str; gated: bool; branches: int.
+        hidden_units: sequence of int; activation: str; gated: bool.
 
     Returns:
         MLP.
     """
-    return MLP(hidden_units, activation, gated, branches)
+    return MLP(hidden_units, activation, gated)
 
 
 def he_normal(model, seed=0):

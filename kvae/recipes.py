@@ -71,9 +71,6 @@ class Recipe:
             relative goal, or None.
         settings: dict of `kvae.config.TrainConfig` fields.
         hidden_units: the MLP's widths (encoder side first; the decoder mirrors them).
-        decoder_units: the decoder's widths, z side first (None: the mirror of hidden_units).
-        decoder_branches: int, the decoder's first layer as that many layers over
-            equal slices of z (kvae.networks.Branched; 1: one layer).
         gated: bool, `GatedDense` layers.
         posterior, prior: registry names or callables (latent_dim, input_shape) -> part.
         patience: int, epochs without a better validation bound before stopping (0: never).
@@ -93,8 +90,6 @@ class Recipe:
     settings: dict
     hidden_units: tuple = (300, 300)
     gated: bool = True
-    decoder_units: tuple = None
-    decoder_branches: int = 1
     posterior: object = "diagonal"
     prior: object = "standard_normal"
     patience: int = 50
@@ -155,8 +150,7 @@ class Recipe:
 
         model = kvae.VAE(ds.input_shape, cfg.latent_dim,
                          encoder=kvae.networks.mlp(self.hidden_units, gated=self.gated),
-                         decoder=kvae.networks.mlp(self.decoder_units or self.hidden_units[::-1], gated=self.gated,
-                                                   branches=self.decoder_branches),
+                         decoder=kvae.networks.mlp(self.hidden_units[::-1], gated=self.gated),
                          likelihood=cfg.likelihood, posterior=part(self.posterior), prior=part(self.prior),
                          objective=cfg.objective, num_samples=cfg.num_samples, seed=cfg.seed)
         if self.init == "he":
@@ -273,8 +267,7 @@ RECIPES = {r.name: r for r in (
            "83.19 (Tomczak & Welling 2018)", 83.0,
            {**_ELBO, "time_limit": 70.0, "latent_dim": 80, "posterior": "hierarchical", "prior": "hierarchical_vamp",
             "lr_decay": "cosine", "learning_rate": 5e-4},
-           posterior=_hierarchical, prior=_hierarchical_vamp, patience=0, weight_decay=0.3, decoder_units=(600, 300),
-           decoder_branches=2),
+           posterior=_hierarchical, prior=_hierarchical_vamp, patience=0, weight_decay=0.3),
     Recipe("iaf", "ELBO, IAF posterior (2 steps, MADE 320), N(0, I) prior, 40 latents; trained as vae",
            "IAF paper: dynamic MNIST only", ">= 1 nat better than vae",
            {**_ELBO, **_COSINE, "time_limit": 15.0, "posterior": "iaf"}, posterior=_iaf, patience=0),
