@@ -309,8 +309,7 @@ MEASURED = {
                             "flow of 4 steps (p49a, db5bd1b), 83.39 with p(z1|z2)'s kernels decayed too (p50a, "
                             "5a04b06), 83.44 with the IWAE bound (k = 5) after a 50-epoch warm-up over 90 minutes "
                             "(p51a, a21eeef), 83.64 with the papers' decoder (p52a, 668e693); with one ReLU layer "
-                            "in the z1 networks 83.71 (p43a, 73784aa); the "
-                            "papers' "
+                            "in the z1 networks 83.71 (p43a, 73784aa); the papers' "
                             "schedule (constant 5e-4, patience 50) gave 84.59 with the flow (73784aa) and 85.12 "
                             "without (9413818)"),
 }
