@@ -298,7 +298,6 @@ def test_the_cosine_recipes_run_their_whole_decay():
     assert recipes.get("hvae_vamp").callbacks() == [] and recipes.get("hvae_vamp").weight_decay == 0.3
 
 
-
 def test_an_iwae_recipe_with_a_warm_up_selects_on_the_validation_elbo():
     def recipe(**settings):
         return recipes.Recipe("r", "s", "p", None, {"objective": "iwae", "num_samples": 5, **settings})
