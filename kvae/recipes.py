@@ -228,7 +228,7 @@ def _hierarchical(latent_dim, input_shape):
 def _hierarchical_vamp(latent_dim, input_shape):
     from kvae.hierarchical import HierarchicalVampPrior
 
-    return HierarchicalVampPrior(latent_dim, input_shape, num_pseudo_inputs=500, hidden_units=300, hidden_layers=2,
+    return HierarchicalVampPrior(latent_dim, input_shape, num_pseudo_inputs=250, hidden_units=300, hidden_layers=2,
                                  gated=True)
 
 
