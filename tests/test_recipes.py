@@ -75,6 +75,7 @@ def test_recipe_trains_and_reports_log_px_on_the_stand_in(name, tmp_path):
         assert (model.posterior.flow_steps, model.posterior.flow_hidden_units) == (2, 320)
         assert (model.posterior.hidden_layers, model.posterior.gated, model.prior.hidden_layers, model.prior.gated) \
             == (2, True, 2, True)  # the papers' z1 networks, both sides
+        assert model.prior.num_components == 250  # half the papers' 500 pseudo-inputs (p53a, RESULTS.md)
     state = json.loads((tmp_path / "run" / "state.json").read_text())
     assert state["best_monitor"] == ("val_loss" if name.startswith("iwae50") else "val_elbo")
     assert summary["train_seconds"] == state["train_seconds"] > 0 and summary["eval_seconds"] > 0
