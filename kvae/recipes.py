@@ -226,11 +226,11 @@ def _hierarchical(latent_dim, input_shape):
                                  flow_hidden_units=320)
 
 
-def _hierarchical_vamp(latent_dim, input_shape):
+def _hierarchical_vamp(latent_dim, input_shape, num_pseudo_inputs=250):
     from kvae.hierarchical import HierarchicalVampPrior
 
-    return HierarchicalVampPrior(latent_dim, input_shape, num_pseudo_inputs=250, hidden_units=300, hidden_layers=2,
-                                 gated=True)
+    return HierarchicalVampPrior(latent_dim, input_shape, num_pseudo_inputs=num_pseudo_inputs, hidden_units=300,
+                                 hidden_layers=2, gated=True)
 
 
 _ELBO = dict(objective="elbo", num_samples=1, kl_warmup=100)
