@@ -34,8 +34,8 @@ epoch costs 34-35 s on the faster of this project's machines (family 26), 60-75 
 5 s for vae; iwae50_gaussian keeps the papers' Gaussian posterior and the first 90 minutes. hvae_vamp
 puts iaf's flow (2 steps, MADE 320) over both layers, keeps the papers' z1 networks (two gated layers of
 300), their warm-up over 100 epochs and their 5e-4, decayed to 0 (cosine) over 70 minutes, with vamp's
-weight decay 0.3 on the decoder, and 250 pseudo-inputs, half the papers' (83.21; 83.30 with 500, which
-cost 1.5 times as much a step; 83.71 with one ReLU layer in the z1 networks;
+weight decay 0.3 on the decoder, and 250 pseudo-inputs, half the papers' (83.21; 83.30 with 500, whose
+epochs take 1.1-1.3 times as long: bench/pseudo_inputs_cost.py; 83.71 with one ReLU layer in the z1 networks;
 84.59 with the papers' constant 5e-4 and early stopping, which ended at 35 minutes with the validation
 ELBO flat; 85.12 without the flow). A cosine decay from 1e-3 with a 10-epoch warm-up overfit it sooner
 (bench/RESULTS.md: two runs stopped at epoch ~100, the validation ELBO 1.5 nats below the papers'
