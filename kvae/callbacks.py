@@ -13,7 +13,7 @@ import numpy as np
 
 from kvae import files, plots
 from kvae.optimizers import averaged_weights
-from kvae.rundir import STATE_FILE, read_state
+from kvae.rundir import STATE_FILE, best_so_far, read_state
 
 __all__ = ["ProgbarLogger", "with_progbar", "SetEpoch", "RunCheckpoint", "ImageGrids", "TrainingCurves",
            "KLWarmup", "CapacityAnnealing", "TimeLimit", "EarlyStopping"]
@@ -92,7 +92,8 @@ class RunCheckpoint(keras.callbacks.Callback):
     the weights being trained (a resumed run goes on training those).
 
     Args:
-        run_dir: str or Path; monitor: the log key whose best value is "best";
+        run_dir: str or Path; monitor: the log key whose best value is "best"
+            (in its own units: the ELBO as the ELBO, with "best_mode");
         mode: 'min' or 'max', which value is best.
     """
 
@@ -101,7 +102,7 @@ class RunCheckpoint(keras.callbacks.Callback):
         if mode not in ("min", "max"):
             raise ValueError(f"mode must be 'min' or 'max', got {mode!r}.")
         self.run_dir = Path(run_dir)
-        self.monitor, self.sign = monitor, 1.0 if mode == "min" else -1.0
+        self.monitor, self.mode = monitor, mode
 
     def on_train_begin(self, logs=None):
         self._start = time.monotonic() - float(read_state(self.run_dir).get("train_seconds", 0.0))
@@ -120,12 +121,12 @@ class RunCheckpoint(keras.callbacks.Callback):
             self.model.stop_training = True
             return
         self._save_model("last.keras")
-        current = self.sign * float(np.mean(logs.get(self.monitor, logs.get("loss"))))
-        best = state.get("best", math.inf) if state.get("best_monitor", "val_loss") == self.monitor else math.inf
-        if current < best:
+        current = float(np.mean(logs.get(self.monitor, logs.get("loss"))))
+        best, _ = best_so_far(state, self.monitor, self.mode)
+        if best is None or (current < best if self.mode == "min" else current > best):
             with averaged_weights(self.model):
                 self._save_model("best.keras")
-            state.update(best=current, best_epoch=epoch + 1, best_monitor=self.monitor)
+            state.update(best=current, best_epoch=epoch + 1, best_monitor=self.monitor, best_mode=self.mode)
         state["epochs_done"] = epoch + 1
         if hasattr(self, "_start"):
             state["train_seconds"] = round(time.monotonic() - self._start, 1)

@@ -352,12 +352,15 @@ def cmd_info(args):
     cfg = rundir.load_config(run_dir)
     raw = json.loads((run_dir / rundir.CONFIG_FILE).read_text())
     state = rundir.read_state(run_dir)
+    monitor = state.get("best_monitor", "val_loss")  # val_elbo is best when highest (older state.json: no best_mode)
+    best, best_epoch = rundir.best_so_far(state, monitor, state.get("best_mode",
+                                                                    "max" if monitor == "val_elbo" else "min"))
     rows = [("dataset", f"{cfg.dataset} {tuple(raw['data']['input_shape'])} from {raw['data']['source']}"),
             ("model", f"{cfg.network} encoder/decoder, latent_dim {cfg.latent_dim}, {cfg.likelihood} "
                       f"likelihood, {cfg.posterior} posterior, {cfg.prior} prior, beta {cfg.beta}"
                       + (", conditional" if cfg.conditional else "")),
             ("epochs", f"{state['epochs_done']} of {cfg.epochs} done"),
-            ("best val loss", f"{state['best']:.3f} (epoch {state['best_epoch']})" if "best" in state else "-")]
+            (f"best {monitor}", "-" if best is None else f"{best:.3f} (epoch {best_epoch})")]
     if (run_dir / "summary.json").exists():
         s = json.loads((run_dir / "summary.json").read_text())
         rows.append(("test ELBO", f"{s['test_elbo']:.3f} nats ({s['train_seconds']:.0f} s of training)"))

@@ -119,8 +119,9 @@ def read_state(run_dir):
 
 def best_so_far(state, monitor, mode):
     """The best value so far in `monitor`'s own units and its epoch, from a
-    state.json that `kvae.callbacks.RunCheckpoint` wrote (it keeps the best
-    as a loss: negated when `mode` is 'max').
+    state.json that `kvae.callbacks.RunCheckpoint` wrote: in those units with
+    its "best_mode"; a state.json from before "best_mode" kept the best as a
+    loss, negated when `mode` is 'max'.
 
     Args:
         state: dict, `read_state`'s; monitor: str, a log key; mode: 'min' or 'max'.
@@ -128,8 +129,10 @@ def best_so_far(state, monitor, mode):
     Returns:
         (float, int 1-based epoch), or (None, None) if the state holds no best of that monitor.
     """
-    if state.get("best_monitor") != monitor or "best" not in state or "best_epoch" not in state:
+    if state.get("best_monitor", "val_loss") != monitor or "best" not in state or "best_epoch" not in state:
         return None, None
+    if "best_mode" in state:
+        return state["best"], state["best_epoch"]
     return (state["best"] if mode == "min" else -state["best"]), state["best_epoch"]
 
 

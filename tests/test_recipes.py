@@ -135,6 +135,7 @@ def test_time_limit_and_best_by_the_validation_elbo(digits, tmp_path):
         check.on_epoch_end(epoch, {"loss": 1.0, "val_elbo": elbo})
     state = json.loads((tmp_path / "state.json").read_text())
     assert state["best_epoch"] == 2 and state["epochs_done"] == 3
+    assert (state["best"], state["best_mode"]) == (-20.0, "max")  # the ELBO as the ELBO, not negated
 
 
 def test_the_cosine_ends_with_whichever_limit_ends_the_run(digits):
@@ -189,9 +190,12 @@ def test_a_resumed_recipe_continues_its_patience_time_and_cosine(tmp_path):
     recipe = dataclasses.replace(recipes.get("vae"), patience=50)  # the shipped recipes have no early stopping
     patience = recipe.patience
     (resumed,) = recipe.callbacks(dict(state))
-    # the best ELBO so far is -20 (state.json keeps it negated): -25 is no improvement
+    # the best ELBO so far is -20 (a state.json without "best_mode" kept it negated): -25 is no improvement
     assert stops(resumed, [-25.0] * patience) == 2 + patience
     assert stops(resumed, [-19.0] + [-25.0] * patience) == 5 + patience  # an improvement restarts the count
+    (current,) = recipe.callbacks({**state, "best": -20.0, "best_mode": "max"})  # as RunCheckpoint writes it now
+    assert stops(current, [-25.0] * patience) == 2 + patience
+    assert stops(current, [-19.0] + [-25.0] * patience) == 5 + patience
     (fresh,) = recipe.callbacks()
     assert stops(fresh, [-25.0] * patience) is None  # without the state: a new count, and -25 is the best
     (other,) = recipe.callbacks({**state, "best_monitor": "val_loss"})  # a best of another metric is not kept
