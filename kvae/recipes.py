@@ -267,7 +267,7 @@ RECIPES = {r.name: r for r in (
            "minutes, weight decay 0.3 on the decoder's kernels (AdamW), the best epoch by the validation ELBO",
            "83.19 (Tomczak & Welling 2018)", 83.0,
            {**_ELBO, "time_limit": 70.0, "latent_dim": 80, "posterior": "hierarchical", "prior": "hierarchical_vamp",
-            "lr_decay": "cosine", "learning_rate": 5e-4, "batch_size": 200},
+            "lr_decay": "cosine", "learning_rate": 5e-4},
            posterior=_hierarchical, prior=_hierarchical_vamp, patience=0, weight_decay=0.3),
     Recipe("iaf", "ELBO, IAF posterior (2 steps, MADE 320), N(0, I) prior, 40 latents; trained as vae",
            "IAF paper: dynamic MNIST only", ">= 1 nat better than vae",
