@@ -1,4 +1,7 @@
 import os
+import shutil
+import tempfile
+from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -12,6 +15,28 @@ import kvae.model  # noqa: E402
 # tests/test_model.py, and every command, notebook and README block that the
 # suite runs in a subprocess compiles with it.
 kvae.model.JIT_DEFAULT = False
+
+#: Megabytes the suite needs free where it writes: its directory held 0.77 GB when a CI run on
+#: 2026-12-05 filled the disk 25 tests short of the end (pytest keeps the last three runs' directories).
+MIN_FREE_MB = 1500
+
+
+def pytest_sessionstart(session):
+    """A nearly full disk stops the suite before its first test with one line that says where and
+    how much, instead of dozens of "could not create numbered dir" errors halfway through."""
+    where = Path(session.config.option.basetemp or tempfile.gettempdir()).absolute()
+    while not where.exists():
+        where = where.parent
+    try:
+        need = int(os.environ.get("KVAE_TEST_MIN_FREE_MB", MIN_FREE_MB))
+    except ValueError:
+        pytest.exit(f"KVAE_TEST_MIN_FREE_MB={os.environ['KVAE_TEST_MIN_FREE_MB']!r} is not a whole number of megabytes",
+                    returncode=pytest.ExitCode.USAGE_ERROR)
+    free = shutil.disk_usage(where).free // 2**20
+    if free < need:
+        pytest.exit(f"kvae's tests write to {where}, which has {free} MB free; they need {need} MB: free some "
+                    "space there or point TMPDIR (or --basetemp) elsewhere (KVAE_TEST_MIN_FREE_MB sets the need)",
+                    returncode=pytest.ExitCode.USAGE_ERROR)
 
 
 @pytest.fixture(autouse=True)

@@ -272,6 +272,29 @@ def _can_mount():
     return probe.returncode == 0
 
 
+@pytest.mark.skipif(not shutil.which("unshare") or not _can_mount(), reason="cannot mount a tmpfs here")
+def test_the_suite_stops_before_its_first_test_on_a_nearly_full_disk(tmp_path):
+    """TMPDIR on a 64 MB tmpfs: a line naming the directory, exit 4, the selected test never runs and
+    nothing is written there. A bad KVAE_TEST_MIN_FREE_MB is named in one line too."""
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    pytest_cmd = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", __file__,
+                  "-k", "test_the_lock_refuses_a_second_holder_and_is_released"]
+    script = f"""
+        mount -t tmpfs -o size=64m tmpfs {disk}
+        TMPDIR={disk} {' '.join(pytest_cmd)} > {tmp_path}/out 2>&1; echo $? > {tmp_path}/code
+        ls -A {disk} > {tmp_path}/files
+    """
+    subprocess.run(["unshare", "-rm", "sh", "-c", script], env=ENV, check=True, timeout=300)
+    out = (tmp_path / "out").read_text()
+    assert (tmp_path / "code").read_text().strip() == "4", out
+    lines = [line for line in out.splitlines() if "MB free" in line]  # pytest prints an exit's reason twice
+    assert lines and all(f"write to {disk}, which has" in line and "need 1500 MB" in line for line in lines), out
+    assert "passed" not in out and (tmp_path / "files").read_text() == "", out
+    bad = subprocess.run(pytest_cmd, env=dict(ENV, KVAE_TEST_MIN_FREE_MB="lots"), capture_output=True, text=True)
+    assert bad.returncode == 4 and "KVAE_TEST_MIN_FREE_MB='lots' is not a whole number" in bad.stdout + bad.stderr
+
+
 @pytest.mark.slow
 @pytest.mark.skipif(not shutil.which("unshare") or not _can_mount(), reason="cannot mount a tmpfs here")
 def test_a_really_full_disk_and_a_read_only_one(finished_run, tmp_path):
