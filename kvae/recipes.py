@@ -306,7 +306,8 @@ MEASURED = {
     "hvae_vamp": dict(nll=83.21, minutes=70.0, epochs=401,
                       where="best epoch 393; valid split, k=5000, which also selected; trained on 50,000; pilot "
                             "p53a, 866a236 with the recipe as it is now, on the slower machine (CPU family 25); 83.83 "
-                            "there with a batch of 50 instead of 100 (p54a, 820c02e: 265 epochs); with 500 "
+                            "there with a batch of 50 instead of 100 (p54a, 820c02e: 265 epochs), 83.49 with one of "
+                            "200 (p55a, fbc2aba: 552 epochs); with 500 "
                             "pseudo-inputs 83.24 on the faster machine (p47a, ab96e9b: 543 epochs) and 83.30 on "
                             "the slower (p48a, 5996e44: 282 epochs, best 276), 83.31 there with a "
                             "flow of 4 steps (p49a, db5bd1b), 83.39 with p(z1|z2)'s kernels decayed too (p50a, "
