@@ -6,7 +6,7 @@ size then does not follow the gradient's size, which damps the rare large
 gradients of the first epochs and of a warm-up's end. `AdamW` is Keras's
 decoupled weight decay on the kernels of chosen parts only (by default the
 decoder's: the part that overfits binarised MNIST), saved with the model so
-that a resumed run decays the same weights. `ValidateAverages` and
+that a resumed run decays the same weights; `AdamaxW` is Adamax with the same. `ValidateAverages` and
 `averaged_weights` make a run validate, select and keep the moving averages
 of the weights that any Keras optimizer keeps with `use_ema=True`.
 
@@ -21,7 +21,7 @@ import contextlib
 import keras
 from keras import ops
 
-__all__ = ["NormalizedAdam", "AdamW", "averaged_weights", "ValidateAverages"]
+__all__ = ["NormalizedAdam", "AdamW", "AdamaxW", "averaged_weights", "ValidateAverages"]
 
 
 @keras.saving.register_keras_serializable(package="kvae")
@@ -49,27 +49,11 @@ class NormalizedAdam(keras.optimizers.Adam):
         return {**super().get_config(), "epsilon_norm": self.epsilon_norm}
 
 
-@keras.saving.register_keras_serializable(package="kvae")
-class AdamW(keras.optimizers.AdamW):
-    """Keras's AdamW (each step w -= learning_rate * weight_decay * w, apart
-    from Adam's update) on the Dense kernels whose path contains one of
-    `decay_paths` only; biases, other parts and pseudo-inputs are not decayed.
-
-    Args:
-        weight_decay: float >= 0.
-        decay_paths: sequence of str, path fragments (default the decoder
-            body's, "decoder_body/").
-        **kwargs: for `keras.optimizers.AdamW` (learning_rate, beta_1, ...).
-
-    Example:
-        >>> import keras
-        >>> opt = AdamW(learning_rate=1e-3, weight_decay=0.1)
-        >>> layer = keras.layers.Dense(2, name="decoder_body")
-        >>> layer.build((None, 3))
-        >>> opt.build(layer.trainable_variables)
-        >>> [v.name for v in layer.trainable_variables if opt._use_weight_decay(v)]
-        ['kernel']
-    """
+class _PartsDecay:
+    """Decoupled weight decay (each step w -= learning_rate * weight_decay * w,
+    apart from the optimizer's own update) on the Dense kernels whose path
+    contains one of `decay_paths` only, for a Keras optimizer that follows it
+    in the bases; saved with the model."""
 
     def __init__(self, weight_decay=0.004, decay_paths=("decoder_body/",), **kwargs):
         if not (isinstance(weight_decay, (int, float)) and weight_decay >= 0):
@@ -91,6 +75,42 @@ class AdamW(keras.optimizers.AdamW):
 
     def get_config(self):
         return {**super().get_config(), "decay_paths": list(self.decay_paths)}
+
+
+@keras.saving.register_keras_serializable(package="kvae")
+class AdamW(_PartsDecay, keras.optimizers.AdamW):
+    """Keras's AdamW (each step w -= learning_rate * weight_decay * w, apart
+    from Adam's update) on the Dense kernels whose path contains one of
+    `decay_paths` only; biases, other parts and pseudo-inputs are not decayed.
+
+    Args:
+        weight_decay: float >= 0.
+        decay_paths: sequence of str, path fragments (default the decoder
+            body's, "decoder_body/").
+        **kwargs: for `keras.optimizers.AdamW` (learning_rate, beta_1, ...).
+
+    Example:
+        >>> import keras
+        >>> opt = AdamW(learning_rate=1e-3, weight_decay=0.1)
+        >>> layer = keras.layers.Dense(2, name="decoder_body")
+        >>> layer.build((None, 3))
+        >>> opt.build(layer.trainable_variables)
+        >>> [v.name for v in layer.trainable_variables if opt._use_weight_decay(v)]
+        ['kernel']
+    """
+
+
+@keras.saving.register_keras_serializable(package="kvae")
+class AdamaxW(_PartsDecay, keras.optimizers.Adamax):
+    """Keras's Adamax (Adam with the infinity norm: the IAF paper's optimizer)
+    with the same decoupled weight decay as `AdamW` on the kernels whose path
+    contains one of `decay_paths` only.
+
+    Args:
+        weight_decay: float >= 0.
+        decay_paths: sequence of str, path fragments (default "decoder_body/").
+        **kwargs: for `keras.optimizers.Adamax` (learning_rate, beta_1, ...).
+    """
 
 
 @contextlib.contextmanager

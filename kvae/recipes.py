@@ -75,10 +75,11 @@ class Recipe:
         gated: bool, `GatedDense` layers.
         posterior, prior: registry names or callables (latent_dim, input_shape) -> part.
         patience: int, epochs without a better validation bound before stopping (0: never).
-        optimizer: "adam", or "normalized_adam" (kvae.optimizers.NormalizedAdam, the reference code's).
+        optimizer: "adam", "normalized_adam" (kvae.optimizers.NormalizedAdam, the reference code's) or
+            "adamax" (Keras's Adamax, the IAF paper's).
         init: "glorot" (Keras's default), or "he" (kvae.networks.he_normal, the reference code's).
         weight_decay: float >= 0, decoupled weight decay on the decoder's kernels
-            (kvae.optimizers.AdamW; 0: none). Only with optimizer "adam".
+            (kvae.optimizers.AdamW, or AdamaxW with "adamax"; 0: none). Not with "normalized_adam".
         average: float in [0, 1), the momentum of a moving average of the
             weights (Keras's `use_ema`), which the run validates, selects and
             evaluates in place of the trained weights (0: none).
@@ -100,12 +101,12 @@ class Recipe:
     average: float = 0.0
 
     def __post_init__(self):
-        if self.optimizer not in ("adam", "normalized_adam") or self.init not in ("glorot", "he"):
-            raise ValueError(f"recipe {self.name!r}: optimizer must be 'adam' or 'normalized_adam' and init 'glorot' "
-                             f"or 'he', got {self.optimizer!r} and {self.init!r}")
-        if not self.weight_decay >= 0 or (self.weight_decay and self.optimizer != "adam"):
-            raise ValueError(f"recipe {self.name!r}: weight_decay must be >= 0, and only with optimizer 'adam'; "
-                             f"got {self.weight_decay!r} with {self.optimizer!r}")
+        if self.optimizer not in ("adam", "normalized_adam", "adamax") or self.init not in ("glorot", "he"):
+            raise ValueError(f"recipe {self.name!r}: optimizer must be 'adam', 'normalized_adam' or 'adamax' and init "
+                             f"'glorot' or 'he', got {self.optimizer!r} and {self.init!r}")
+        if not self.weight_decay >= 0 or (self.weight_decay and self.optimizer == "normalized_adam"):
+            raise ValueError(f"recipe {self.name!r}: weight_decay must be >= 0, and only with optimizer 'adam' or "
+                             f"'adamax'; got {self.weight_decay!r} with {self.optimizer!r}")
         if not 0 <= self.average < 1:
             raise ValueError(f"recipe {self.name!r}: average must be in [0, 1), got {self.average!r}")
 
@@ -138,13 +139,13 @@ class Recipe:
             cfg: the TrainConfig `config` made; ds: the kvae.data.Dataset.
 
         Returns:
-            (an uncompiled kvae.VAE, its optimizer: keras.optimizers.Adam,
-            kvae.optimizers.NormalizedAdam or, with weight decay, kvae.optimizers.AdamW).
+            (an uncompiled kvae.VAE, its optimizer: keras.optimizers.Adam or Adamax,
+            kvae.optimizers.NormalizedAdam or, with weight decay, kvae.optimizers.AdamW or AdamaxW).
         """
         import keras
 
         import kvae
-        from kvae.optimizers import AdamW, NormalizedAdam
+        from kvae.optimizers import AdamaxW, AdamW, NormalizedAdam
 
         def part(spec):
             return spec(cfg.latent_dim, ds.input_shape) if callable(spec) else spec
@@ -160,8 +161,10 @@ class Recipe:
         if self.average:
             options.update(use_ema=True, ema_momentum=self.average)
         if self.weight_decay:
-            return model, AdamW(weight_decay=self.weight_decay, **options)
-        optimizer = NormalizedAdam if self.optimizer == "normalized_adam" else keras.optimizers.Adam
+            decayed = AdamaxW if self.optimizer == "adamax" else AdamW
+            return model, decayed(weight_decay=self.weight_decay, **options)
+        optimizer = {"adam": keras.optimizers.Adam, "normalized_adam": NormalizedAdam,
+                     "adamax": keras.optimizers.Adamax}[self.optimizer]
         return model, optimizer(**options)
 
     @property

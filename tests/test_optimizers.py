@@ -6,7 +6,7 @@ import pytest
 
 import kvae
 from kvae import callbacks, optimizers
-from kvae.optimizers import AdamW, NormalizedAdam
+from kvae.optimizers import AdamaxW, AdamW, NormalizedAdam
 
 
 def _steps(optimizer, grads):
@@ -48,11 +48,12 @@ def _small_vae():
     return kvae.VAE((8, 8, 1), 2, encoder=kvae.networks.mlp([8]), decoder=kvae.networks.mlp([8]), seed=1)
 
 
-def test_adamw_decays_the_decoder_kernels_only():
+@pytest.mark.parametrize("kind", [AdamW, AdamaxW])
+def test_adamw_decays_the_decoder_kernels_only(kind):
     model = _small_vae()
-    opt = AdamW(learning_rate=0.1, weight_decay=0.5)
+    opt = kind(learning_rate=0.1, weight_decay=0.5)
     before = [np.asarray(v) for v in model.trainable_variables]
-    # zero gradients: Adam's own step is 0, so only the decay moves a weight
+    # zero gradients: Adam's (and Adamax's) own step is 0, so only the decay moves a weight
     opt.apply_gradients([(keras.ops.zeros_like(v), v) for v in model.trainable_variables])
     decayed = []
     for v, old in zip(model.trainable_variables, before):
@@ -64,18 +65,19 @@ def test_adamw_decays_the_decoder_kernels_only():
     assert len(decayed) == 2  # the hidden layer's and the output layer's
 
 
-def test_adamw_is_saved_with_the_model_and_checks_its_arguments(tmp_path, digits):
+@pytest.mark.parametrize("kind", [AdamW, AdamaxW])
+def test_adamw_is_saved_with_the_model_and_checks_its_arguments(tmp_path, digits, kind):
     for bad, match in [(dict(weight_decay=-1.0), "weight_decay must be"), (dict(decay_paths="decoder"), "decay_paths"),
                        (dict(decay_paths=()), "decay_paths"), (dict(decay_paths=[""]), "decay_paths")]:
         with pytest.raises(ValueError, match=match):
-            AdamW(**bad)
+            kind(**bad)
     model = _small_vae()
-    model.compile(optimizer=AdamW(learning_rate=5e-4, weight_decay=0.25, decay_paths=["encoder_body/"]))
+    model.compile(optimizer=kind(learning_rate=5e-4, weight_decay=0.25, decay_paths=["encoder_body/"]))
     model.fit(digits[0][:64], epochs=1, batch_size=32, verbose=0)
     model.save(tmp_path / "m.keras")
     again = kvae.load_model(tmp_path / "m.keras")
     opt = again.optimizer
-    assert type(opt) is AdamW and opt.decay_paths == ("encoder_body/",) and float(opt.weight_decay) == 0.25
+    assert type(opt) is kind and opt.decay_paths == ("encoder_body/",) and float(opt.weight_decay) == 0.25
     assert int(opt.iterations) == 2
     # the reloaded optimizer decays the same weights: the encoder's kernels, not the decoder's
     chosen = sorted(v.path for v in again.trainable_variables if opt._use_weight_decay(v))

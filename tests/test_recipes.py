@@ -254,23 +254,26 @@ def test_a_recipe_can_train_as_the_reference_code():
             assert len(stds) >= 5 and len(big) == 3 and all(abs(s - 1.0) < 0.01 for s in big)
         else:  # Glorot uniform: var 2 / (fan_in + fan_out), far from He's on the 784 x 600 kernel
             assert abs(stds[(784, 600)] - 1.0) > 0.1
-    with pytest.raises(ValueError, match="optimizer must be 'adam' or 'normalized_adam'"):
+    with pytest.raises(ValueError, match="optimizer must be 'adam', 'normalized_adam' or 'adamax'"):
         recipes.Recipe("x", "", "", None, {}, optimizer="sgd")
 
 
 def test_a_recipe_with_weight_decay_trains_with_adamw_on_the_decoder():
     from kvae.data import Dataset
-    from kvae.optimizers import AdamW
+    from kvae.optimizers import AdamaxW, AdamW
 
     x = (np.zeros((4, 28, 28, 1), "float32"), None)
     ds = Dataset(name="stand_in", source="zeros", train=x, validation=x, test=x)
     cfg = recipes.get("vamp").config(dataset="binarized_mnist", seed=3)
     decayed = recipes.Recipe("wd", "", "", None, dict(recipes._ELBO), weight_decay=0.1, prior=recipes._vamp)
-    model, opt = decayed.build_model(cfg, ds)
-    assert type(opt) is AdamW and float(opt.weight_decay) == pytest.approx(0.1)
-    opt.build(model.trainable_variables)
-    chosen = {v.path for v in model.trainable_variables if opt._use_weight_decay(v)}
-    assert len(chosen) == 3 and all(p.startswith("decoder_body/") for p in chosen)  # not the pseudo-inputs
+    for recipe, kind in [(decayed, AdamW), (dataclasses.replace(decayed, optimizer="adamax"), AdamaxW)]:
+        model, opt = recipe.build_model(cfg, ds)
+        assert type(opt) is kind and float(opt.weight_decay) == pytest.approx(0.1)
+        opt.build(model.trainable_variables)
+        chosen = {v.path for v in model.trainable_variables if opt._use_weight_decay(v)}
+        assert len(chosen) == 3 and all(p.startswith("decoder_body/") for p in chosen)  # not the pseudo-inputs
+    plain = dataclasses.replace(decayed, optimizer="adamax", weight_decay=0.0)
+    assert type(plain.build_model(cfg, ds)[1]) is keras.optimizers.Adamax
     for bad in [dict(weight_decay=-0.1), dict(weight_decay=0.1, optimizer="normalized_adam")]:
         with pytest.raises(ValueError, match="weight_decay must be >= 0, and only with optimizer 'adam'"):
             recipes.Recipe("x", "", "", None, {}, **bad)
