@@ -1,7 +1,7 @@
 """How large an optimizer's steps are on a recipe's model (default hvae_vamp):
 Adam at 5e-4 against Adamax at 1e-3 and 2e-3, without weight decay (the
 gradient-driven step only). Each starts from the same weights (a run's
-best.keras with --run, else the recipe's initialisation) with fresh optimizer
+best.keras with --run, else the recipe's initialisation after one step) with fresh optimizer
 state and the KL weight at 1, trains `--steps` batches of 100 on the same
 binarised MNIST train images, and records the root mean square of each
 step's change over all trainable weights for the last `--window` steps (the
@@ -22,7 +22,7 @@ OPTIMIZERS = (("adam 5e-4", "Adam", 5e-4), ("adamax 1e-3", "Adamax", 1e-3), ("ad
 
 
 def rms_steps(model, x, steps, window, seed):
-    """The RMS change of all trainable weights at each of the last `window` steps."""
+    """The RMS change of all trainable weights in one step, over the last `window` of `steps` steps."""
     import keras
     import numpy as np
 

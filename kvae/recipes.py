@@ -36,7 +36,7 @@ puts iaf's flow (2 steps, MADE 320) over both layers, keeps the papers' z1 netwo
 300), their warm-up over 100 epochs, 250 pseudo-inputs, half the papers', and trains with Adamax (the
 IAF paper's) at 1e-3 decayed to 0 (cosine) over 70 minutes, weight decay 0.15 on the decoder (AdamaxW):
 83.14; Adam at the papers' 5e-4 with decay 0.3 (the same decay a step) 83.21, its train/validation gap
-6.3 nats against 5.1; 83.30 with 500 pseudo-inputs, whose epochs take 1.1-1.3 times as long; with Adam
+6.3 nats against 5.1; with Adam, 83.30 with 500 pseudo-inputs, whose epochs take 1.1-1.3 times as long;
 83.71 with one ReLU layer in the z1 networks;
 84.59 with the papers' constant 5e-4 and early stopping, which ended at 35 minutes with the validation
 ELBO flat; 85.12 without the flow. A cosine decay from 1e-3 with a 10-epoch warm-up overfit it sooner
