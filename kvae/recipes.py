@@ -311,9 +311,9 @@ MEASURED = {
     "hvae_vamp": dict(nll=83.02, minutes=100.1, epochs=579,
                       where="best epoch 566; valid split, k=5000, which also selected; trained on 50,000; pilot p57a, "
                             "0573e2a with the recipe as it is now, on the slower machine (CPU family 25), one run; "
-                            "decaying over 70 minutes 83.14 (p56a, 9b9e7d4: 406 epochs); with Adam 5e-4 and weight "
-                            "decay 0.3 83.21 (p53a, 866a236: 401 epochs), 83.83 there with a batch of 50 instead of 100"
-                            " (p54a, 820c02e: 265 epochs), 83.49 with one of 200 (p55a, fbc2aba: 552 epochs); with 500 "
+                            "decaying over 70 minutes 83.14 (p56a, 9b9e7d4: 406 epochs), over 120 83.02 (p58a, 3690379:"
+                            " 691 epochs); with Adam 5e-4 and weight decay 0.3 83.21 (p53a, 866a236: 401 epochs), "
+                            "83.83 with a batch of 50 (p54a, 820c02e), 83.49 with one of 200 (p55a, fbc2aba); with 500 "
                             "pseudo-inputs 83.24 on the faster machine (p47a, ab96e9b: 543 epochs) and 83.30 on the "
                             "slower (p48a, 5996e44: 282 epochs, best 276), 83.31 there with a flow of 4 steps (p49a, "
                             "db5bd1b), 83.39 with p(z1|z2)'s kernels decayed too (p50a, 5a04b06), 83.44 with the IWAE "
