@@ -309,18 +309,18 @@ MEASURED = {
                                 "fab7f79, as the vamp recipe then; 85.33 re-run on d09942d; the variants tried "
                                 "(decay, time, learning rate, bound) are in bench/RESULTS.md"),
     "hvae_vamp": dict(nll=83.02, minutes=100.1, epochs=579,
-                      where="best epoch 566; valid split, k=5000, which also selected; trained on 50,000; pilot p57a, "
-                            "0573e2a with the recipe as it is now, on the slower machine (CPU family 25), one run; "
-                            "decaying over 70 minutes 83.14 (p56a, 9b9e7d4: 406 epochs), over 120 83.02 (p58a, 3690379:"
-                            " 691 epochs); with Adam 5e-4 and weight decay 0.3 83.21 (p53a, 866a236: 401 epochs), "
-                            "83.83 with a batch of 50 (p54a, 820c02e), 83.49 with one of 200 (p55a, fbc2aba); with 500 "
-                            "pseudo-inputs 83.24 on the faster machine (p47a, ab96e9b: 543 epochs) and 83.30 on the "
-                            "slower (p48a, 5996e44: 282 epochs, best 276), 83.31 there with a flow of 4 steps (p49a, "
-                            "db5bd1b), 83.39 with p(z1|z2)'s kernels decayed too (p50a, 5a04b06), 83.44 with the IWAE "
-                            "bound (k = 5) after a 50-epoch warm-up over 90 minutes (p51a, a21eeef), 83.64 with the "
-                            "papers' decoder (p52a, 668e693); with one ReLU layer in the z1 networks 83.71 (p43a, "
-                            "73784aa); the papers' schedule (constant 5e-4, patience 50) gave 84.59 with the flow "
-                            "(73784aa) and 85.12 without (9413818)"),
+                      where="best epoch 566; valid split, k=5000, which also selected; trained on 50,000; pilot "
+                            "p57a, 0573e2a with the recipe as it is now, on the slower machine (CPU family 25), one "
+                            "run; over 70 minutes 83.14 (p56a, 9b9e7d4: 406 epochs), over 120 83.02 (p58a, 3690379: "
+                            "691 epochs); decay 0.3 83.27 (p59a, 3f529eb); with Adam 5e-4 and weight decay 0.3 83.21 "
+                            "(p53a, 866a236: 401 epochs), 83.83 with a batch of 50 (p54a, 820c02e), 83.49 with one "
+                            "of 200 (p55a, fbc2aba); with 500 pseudo-inputs 83.24 on the faster machine (p47a, "
+                            "ab96e9b: 543 epochs) and 83.30 on the slower (p48a, 5996e44: 282 epochs, best 276), "
+                            "83.31 there with a flow of 4 steps (p49a, db5bd1b), 83.39 with p(z1|z2)'s kernels "
+                            "decayed too (p50a, 5a04b06), 83.44 with the IWAE bound (k = 5) after a 50-epoch warm-up "
+                            "over 90 minutes (p51a, a21eeef), 83.64 with the papers' decoder (p52a, 668e693); with "
+                            "one ReLU layer in the z1 networks 83.71 (p43a, 73784aa); the papers' schedule (constant "
+                            "5e-4, patience 50) 84.59 with the flow (73784aa) and 85.12 without (9413818)"),
 }
 
 
