@@ -5,7 +5,8 @@ peak memory, and the commit. Each recipe is exactly `kvae train --recipe NAME`;
 a killed run continues where it stopped when this script is started again
 with the same arguments (it resumes the run directory).
 
-    python bench/recipes.py --data-dir ../shared/data [--recipes vae,vamp] [--time-limit MINUTES] [--out runs/recipes]
+    python bench/recipes.py --data-dir ../shared/data [--recipes vae,vamp] [--time-limit MINUTES] [--seed N]
+        [--out runs/recipes]
 
 Appends one JSON line per finished recipe to OUT/results.jsonl and prints the
 row for bench/RESULTS.md. Run it alone on the machine: the time limit is wall
@@ -48,6 +49,8 @@ def run(name, args, out):
     given = dict(dataset="binarized_mnist", data_dir=args.data_dir, time_limit=limit, eval_k=args.k)
     if args.epochs:
         given["epochs"] = args.epochs
+    if args.seed is not None:  # another seed of the same recipe: its run-to-run spread
+        given["seed"] = args.seed
     start = time.perf_counter()
     if rundir.is_run(run_dir) and not (run_dir / "summary.json").is_file():
         print(f"{name}: resuming {run_dir}", flush=True)
@@ -61,7 +64,8 @@ def run(name, args, out):
                 train_minutes=summary["train_seconds"] / 60, eval_minutes=summary["eval_seconds"] / 60,
                 minutes_in_this_call=total / 60,
                 epochs=summary["epochs_done"], best_epoch=state.get("best_epoch"), peak_rss_mb=_peak_rss_mb(),
-                time_limit=limit, commit=_commit(), goal=recipes.get(name).goal_text())
+                time_limit=limit, seed=json.loads((run_dir / "config.json").read_text())["train"]["seed"],
+                commit=_commit(), goal=recipes.get(name).goal_text())
 
 
 def main():
@@ -73,6 +77,7 @@ def main():
     parser.add_argument("--time-limit", type=float, default=None,
                         help="minutes of training per recipe (default: the recipe's own, else 150)")
     parser.add_argument("--epochs", type=int, default=0, help="cap on epochs (0: the recipe's)")
+    parser.add_argument("--seed", type=int, default=None, help="the runs' seed (default: the recipe's, 0)")
     parser.add_argument("--k", type=int, default=5000, help="importance samples of the final evaluation")
     parser.add_argument("--out", default="runs/recipes")
     parser.add_argument("--force", action="store_true", help="replace finished runs in --out")
