@@ -262,7 +262,9 @@ class TimeLimit(keras.callbacks.Callback):
     of the time spent over `minutes` and, given `epochs`, the epochs done over
     `epochs`. So the rate reaches 0 as whichever limit ends the run does, on
     a fast machine or a slow one, resumed or not. `minutes=0` sets no time
-    limit (a cosine over the epochs alone).
+    limit (a cosine over the epochs alone). An optimizer with a weight-decay
+    schedule (kvae.optimizers.AdamW or AdamaxW with `weight_decay_end`) is
+    told the same progress at the start of every epoch.
 
     Args:
         minutes: float >= 0 (0 only with `cosine` and `epochs`).
@@ -300,9 +302,11 @@ class TimeLimit(keras.callbacks.Callback):
             self.initial_lr = float(keras.ops.convert_to_numpy(self.model.optimizer.learning_rate))
 
     def on_epoch_begin(self, epoch, logs=None):
+        progress = self.progress(epoch)
         if self.cosine:
-            self.model.optimizer.learning_rate.assign(
-                self.initial_lr * 0.5 * (1.0 + math.cos(math.pi * self.progress(epoch))))
+            self.model.optimizer.learning_rate.assign(self.initial_lr * 0.5 * (1.0 + math.cos(math.pi * progress)))
+        if hasattr(self.model.optimizer, "set_progress"):
+            self.model.optimizer.set_progress(progress)
 
     def on_epoch_end(self, epoch, logs=None):
         if self.minutes and self._fraction() >= 1.0:

@@ -6,7 +6,8 @@ size then does not follow the gradient's size, which damps the rare large
 gradients of the first epochs and of a warm-up's end. `AdamW` is Keras's
 decoupled weight decay on the kernels of chosen parts only (by default the
 decoder's: the part that overfits binarised MNIST), saved with the model so
-that a resumed run decays the same weights; `AdamaxW` is Adamax with the same. `ValidateAverages` and
+that a resumed run decays the same weights, with a decay that can change
+linearly over the run (`weight_decay_end`); `AdamaxW` is Adamax with the same. `ValidateAverages` and
 `averaged_weights` make a run validate, select and keep the moving averages
 of the weights that any Keras optimizer keeps with `use_ema=True`.
 
@@ -53,16 +54,44 @@ class _PartsDecay:
     """Decoupled weight decay (each step w -= learning_rate * weight_decay * w,
     apart from the optimizer's own update) on the Dense kernels whose path
     contains one of `decay_paths` only, for a Keras optimizer that follows it
-    in the bases; saved with the model."""
+    in the bases; saved with the model. Given `weight_decay_end`, the decay is
+    a variable that goes linearly from `weight_decay` to it as `set_progress`
+    is told the run's progress (kvae.callbacks.TimeLimit tells it each epoch)."""
 
-    def __init__(self, weight_decay=0.004, decay_paths=("decoder_body/",), **kwargs):
-        if not (isinstance(weight_decay, (int, float)) and weight_decay >= 0):
-            raise ValueError(f"weight_decay must be a float >= 0, got {weight_decay!r}.")
+    _decay_now = None  # the scheduled decay's variable (None: a constant decay)
+
+    def __init__(self, weight_decay=0.004, decay_paths=("decoder_body/",), weight_decay_end=None, **kwargs):
+        for name, value in [("weight_decay", weight_decay), ("weight_decay_end", weight_decay_end)]:
+            if not ((value is None and name == "weight_decay_end") or (
+                    isinstance(value, (int, float)) and not isinstance(value, bool) and value >= 0)):
+                raise ValueError(f"{name} must be a float >= 0, got {value!r}.")
         if isinstance(decay_paths, str) or not decay_paths or not all(isinstance(p, str) and p for p in decay_paths):
             raise ValueError(f"decay_paths must be a non-empty sequence of non-empty str, got {decay_paths!r}.")
         super().__init__(weight_decay=weight_decay, **kwargs)
         self.decay_paths = tuple(decay_paths)
         self._decayed = set()
+        self.weight_decay_end = None if weight_decay_end is None else float(weight_decay_end)
+        if self.weight_decay_end is not None:
+            # a variable, as the learning rate: a traced step reads its value now, not the one it was traced with
+            with keras.name_scope(self.name, caller=self):
+                decay = keras.Variable(float(weight_decay), name="weight_decay", trainable=False,
+                                       aggregation="only_first_replica")
+            self._decay_now = decay  # tracked: saved with the optimizer, restored on resume
+
+    @property
+    def weight_decay(self):
+        """The decay of a step (the backend reads it): the scheduled variable, else the float."""
+        return self._decay_start if self._decay_now is None else self._decay_now
+
+    @weight_decay.setter
+    def weight_decay(self, value):  # Keras's __init__ sets it
+        self._decay_start = value
+
+    def set_progress(self, progress):
+        """Set a scheduled decay for the run's progress in [0, 1] (a constant decay ignores it)."""
+        if self._decay_now is not None:
+            progress = min(1.0, max(0.0, float(progress)))
+            self._decay_now.assign(self._decay_start + (self.weight_decay_end - self._decay_start) * progress)
 
     def build(self, var_list):
         # chosen here, on Keras variables: the TF backend asks later about the tf.Variables beneath them
@@ -74,7 +103,8 @@ class _PartsDecay:
         return self._var_key(variable) in self._decayed
 
     def get_config(self):
-        return {**super().get_config(), "decay_paths": list(self.decay_paths)}
+        config = {**super().get_config(), "weight_decay": self._decay_start, "decay_paths": list(self.decay_paths)}
+        return {**config, "weight_decay_end": self.weight_decay_end} if self.weight_decay_end is not None else config
 
 
 @keras.saving.register_keras_serializable(package="kvae")
@@ -84,9 +114,12 @@ class AdamW(_PartsDecay, keras.optimizers.AdamW):
     `decay_paths` only; biases, other parts and pseudo-inputs are not decayed.
 
     Args:
-        weight_decay: float >= 0.
+        weight_decay: float >= 0 (with `weight_decay_end`: the run's first).
         decay_paths: sequence of str, path fragments (default the decoder
             body's, "decoder_body/").
+        weight_decay_end: float >= 0 or None, the decay at the run's end,
+            reached linearly over `set_progress(0)` to `set_progress(1)`
+            (None: `weight_decay` throughout).
         **kwargs: for `keras.optimizers.AdamW` (learning_rate, beta_1, ...).
 
     Example:
@@ -107,8 +140,9 @@ class AdamaxW(_PartsDecay, keras.optimizers.Adamax):
     contains one of `decay_paths` only.
 
     Args:
-        weight_decay: float >= 0.
+        weight_decay: float >= 0 (with `weight_decay_end`: the run's first).
         decay_paths: sequence of str, path fragments (default "decoder_body/").
+        weight_decay_end: float >= 0 or None, as in `AdamW`.
         **kwargs: for `keras.optimizers.Adamax` (learning_rate, beta_1, ...).
     """
 

@@ -54,7 +54,7 @@ Example:
 
 import dataclasses
 import functools
-from typing import Union
+from typing import Optional, Union
 
 __all__ = ["Recipe", "RECIPES", "MEASURED", "names", "get"]
 
@@ -82,6 +82,8 @@ class Recipe:
         init: "glorot" (Keras's default), or "he" (kvae.networks.he_normal, the reference code's).
         weight_decay: float >= 0, decoupled weight decay on the decoder's kernels
             (kvae.optimizers.AdamW, or AdamaxW with "adamax"; 0: none). Not with "normalized_adam".
+        weight_decay_end: float >= 0 or None, the decay at the run's end, reached linearly from
+            `weight_decay` over the cosine's progress (needs lr_decay "cosine"; None: constant).
         average: float in [0, 1), the momentum of a moving average of the
             weights (Keras's `use_ema`), which the run validates, selects and
             evaluates in place of the trained weights (0: none).
@@ -101,6 +103,7 @@ class Recipe:
     init: str = "glorot"
     weight_decay: float = 0.0
     average: float = 0.0
+    weight_decay_end: Optional[float] = None
 
     def __post_init__(self):
         if self.optimizer not in ("adam", "normalized_adam", "adamax") or self.init not in ("glorot", "he"):
@@ -109,6 +112,10 @@ class Recipe:
         if not self.weight_decay >= 0 or (self.weight_decay and self.optimizer == "normalized_adam"):
             raise ValueError(f"recipe {self.name!r}: weight_decay must be >= 0, and only with optimizer 'adam' or "
                              f"'adamax'; got {self.weight_decay!r} with {self.optimizer!r}")
+        if self.weight_decay_end is not None and not (self.weight_decay_end >= 0 and self.weight_decay
+                                                      and self.settings.get("lr_decay") == "cosine"):
+            raise ValueError(f"recipe {self.name!r}: weight_decay_end must be >= 0, with weight_decay > 0 and "
+                             f"lr_decay 'cosine' (its progress); got {self.weight_decay_end!r}")
         if not 0 <= self.average < 1:
             raise ValueError(f"recipe {self.name!r}: average must be in [0, 1), got {self.average!r}")
 
@@ -164,7 +171,7 @@ class Recipe:
             options.update(use_ema=True, ema_momentum=self.average)
         if self.weight_decay:
             decayed = AdamaxW if self.optimizer == "adamax" else AdamW
-            return model, decayed(weight_decay=self.weight_decay, **options)
+            return model, decayed(weight_decay=self.weight_decay, weight_decay_end=self.weight_decay_end, **options)
         optimizer = {"adam": keras.optimizers.Adam, "normalized_adam": NormalizedAdam,
                      "adamax": keras.optimizers.Adamax}[self.optimizer]
         return model, optimizer(**options)
@@ -311,16 +318,9 @@ MEASURED = {
     "hvae_vamp": dict(nll=83.02, minutes=100.1, epochs=579,
                       where="best epoch 566; valid split, k=5000, which also selected; trained on 50,000; pilot p57a, "
                             "0573e2a with the recipe as it is now, on the slower machine (CPU family 25), one run; "
-                            "over 70 minutes 83.14 (p56a, 9b9e7d4: 406 epochs), over 120 83.02 (p58a, 3690379: 691 "
-                            "epochs); decay 0.3 83.27 (p59a, 3f529eb), 0.075 83.29 (p60a, 59e425d); with Adam 5e-4 "
-                            "and weight decay 0.3 83.21 (p53a, 866a236), 83.83 with a batch of 50 (p54a, 820c02e), "
-                            "83.49 with one of 200 (p55a, fbc2aba); with 500 pseudo-inputs 83.24 on the faster "
-                            "machine (p47a, ab96e9b: 543 epochs) and 83.30 on the slower (p48a, 5996e44: 282 epochs), "
-                            "83.31 there with a flow of 4 steps (p49a, db5bd1b), 83.39 with p(z1|z2)'s kernels "
-                            "decayed too (p50a, 5a04b06), 83.44 with the IWAE bound (k = 5) after a 50-epoch warm-up "
-                            "over 90 minutes (p51a, a21eeef), 83.64 with the papers' decoder (p52a, 668e693); with "
-                            "one ReLU layer in the z1 networks 83.71 (p43a, 73784aa); the papers' schedule (constant "
-                            "5e-4, patience 50) 84.59 with the flow (73784aa) and 85.12 without (9413818)"),
+                            "over 120 minutes 83.02 (p58a), decay 0.3 83.27 (p59a), 0.075 83.29 (p60a); the earlier "
+                            "variants (optimizer, batch, pseudo-inputs, flow, bound, decoder, schedule), 83.14 to "
+                            "85.12, are in bench/RESULTS.md"),
 }
 
 

@@ -3,6 +3,7 @@ import json
 import keras
 import numpy as np
 import pytest
+import tensorflow as tf
 
 import kvae
 from kvae import callbacks, optimizers
@@ -82,6 +83,47 @@ def test_adamw_is_saved_with_the_model_and_checks_its_arguments(tmp_path, digits
     # the reloaded optimizer decays the same weights: the encoder's kernels, not the decoder's
     chosen = sorted(v.path for v in again.trainable_variables if opt._use_weight_decay(v))
     assert chosen and all(p.startswith("encoder_body/") and p.endswith("/kernel") for p in chosen)
+
+
+@pytest.mark.parametrize("kind", [AdamW, AdamaxW])
+def test_a_scheduled_decay_moves_with_the_progress_inside_a_compiled_step(kind):
+    """With weight_decay_end the decay is read each step, not fixed when the step is traced: the step that
+    fit compiles decays by learning_rate x (start + (end - start) x progress)."""
+    model = _small_vae()
+    opt = kind(learning_rate=0.1, weight_decay=0.2, weight_decay_end=0.6)
+    kernels = [v for v in model.trainable_variables if v.path.startswith("decoder_body/") and v.name == "kernel"]
+    step = tf.function(lambda: opt.apply_gradients([(tf.zeros_like(v), v) for v in model.trainable_variables]))
+    for progress, decay in [(0.0, 0.2), (0.5, 0.4), (1.0, 0.6), (1.5, 0.6), (0.25, 0.3)]:
+        opt.set_progress(progress)
+        before = [np.asarray(v) for v in kernels]
+        step()  # traced once, on the first pass
+        for v, old in zip(kernels, before):
+            np.testing.assert_allclose(np.asarray(v), old * (1 - 0.1 * decay), rtol=1e-6)
+    constant = kind(learning_rate=0.1, weight_decay=0.2)
+    constant.set_progress(1.0)  # a constant decay ignores the progress
+    assert constant.weight_decay == 0.2 and "weight_decay_end" not in constant.get_config()
+    assert len(kind(weight_decay=0.2, weight_decay_end=0.6).variables) == len(kind(weight_decay=0.2).variables) + 1
+    for bad in (-0.1, "0.3", True):
+        with pytest.raises(ValueError, match="weight_decay_end must be a float >= 0"):
+            kind(weight_decay=0.2, weight_decay_end=bad)
+
+
+@pytest.mark.parametrize("kind", [AdamW, AdamaxW])
+def test_a_scheduled_decay_is_saved_and_follows_the_time_limits_progress(tmp_path, digits, kind):
+    model = _small_vae()
+    model.compile(optimizer=kind(learning_rate=1e-3, weight_decay=0.1, weight_decay_end=0.5))
+    seen = []
+    record = keras.callbacks.LambdaCallback(
+        on_epoch_begin=lambda e, logs: seen.append(float(model.optimizer.weight_decay.numpy())))
+    model.fit(digits[0][:64], epochs=4, batch_size=32, verbose=0,
+              callbacks=[callbacks.TimeLimit(0, cosine=True, epochs=4), record])
+    np.testing.assert_allclose(seen, [0.1, 0.2, 0.3, 0.4], rtol=1e-6)  # epochs 0-3 of 4
+    model.save(tmp_path / "m.keras")
+    opt = kvae.load_model(tmp_path / "m.keras").optimizer
+    assert type(opt) is kind and (opt.get_config()["weight_decay"], opt.weight_decay_end) == (0.1, 0.5)
+    assert float(opt.weight_decay.numpy()) == pytest.approx(0.4)  # where the run left it
+    opt.set_progress(1.0)
+    assert float(opt.weight_decay.numpy()) == pytest.approx(0.5)
 
 
 def _regression(momentum=0.9, seed=0):

@@ -278,6 +278,15 @@ def test_a_recipe_with_weight_decay_trains_with_adamw_on_the_decoder():
     for bad in [dict(weight_decay=-0.1), dict(weight_decay=0.1, optimizer="normalized_adam")]:
         with pytest.raises(ValueError, match="weight_decay must be >= 0, and only with optimizer 'adam'"):
             recipes.Recipe("x", "", "", None, {}, **bad)
+    # a decay that grows over the run: the optimizer gets both ends; the run's cosine gives its progress
+    growing = recipes.Recipe("g", "", "", None, {**recipes._ELBO, "lr_decay": "cosine"}, weight_decay=0.1,
+                             weight_decay_end=0.3, optimizer="adamax")
+    opt = growing.build_model(cfg, ds)[1]
+    assert type(opt) is AdamaxW and (opt.get_config()["weight_decay"], opt.weight_decay_end) == (0.1, 0.3)
+    assert decayed.build_model(cfg, ds)[1].weight_decay_end is None
+    for bad in [dict(weight_decay_end=-0.1), dict(weight_decay=0.0), dict(settings=dict(recipes._ELBO))]:
+        with pytest.raises(ValueError, match="weight_decay_end must be >= 0, with weight_decay > 0 and lr_decay"):
+            dataclasses.replace(growing, **bad)
     averaged = dataclasses.replace(decayed, average=0.999)
     for recipe, kind in [(averaged, AdamW), (dataclasses.replace(averaged, weight_decay=0.0), keras.optimizers.Adam)]:
         _, opt = recipe.build_model(cfg, ds)
