@@ -62,8 +62,9 @@ class _PartsDecay:
 
     def __init__(self, weight_decay=0.004, decay_paths=("decoder_body/",), weight_decay_end=None, **kwargs):
         for name, value in [("weight_decay", weight_decay), ("weight_decay_end", weight_decay_end)]:
-            if not ((value is None and name == "weight_decay_end") or (
-                    isinstance(value, (int, float)) and not isinstance(value, bool) and value >= 0)):
+            if name == "weight_decay_end" and value is None:
+                continue
+            if isinstance(value, bool) or not (isinstance(value, (int, float)) and value >= 0):
                 raise ValueError(f"{name} must be a float >= 0, got {value!r}.")
         if isinstance(decay_paths, str) or not decay_paths or not all(isinstance(p, str) and p for p in decay_paths):
             raise ValueError(f"decay_paths must be a non-empty sequence of non-empty str, got {decay_paths!r}.")
