@@ -4,8 +4,10 @@ and text), selects on validation and reports log p(x) on the test split."""
 
 import dataclasses
 import json
+import signal
 import subprocess
 import sys
+import time
 
 import keras
 import numpy as np
@@ -226,6 +228,47 @@ def test_a_resumed_recipe_continues_its_patience_time_and_cosine(tmp_path):
     saved = json.loads((tmp_path / "state.json").read_text())
     assert saved["epochs_done"] == 5 and 90.0 <= saved["train_seconds"] < 150.0  # summed with the earlier 90 s
     assert saved["best_epoch"] == 2  # -30 is worse than the kept best (-20)
+
+
+def _decay(run):
+    """The weight decay the run's last checkpoint took its last step with."""
+    return float(keras.ops.convert_to_numpy(runs.load_model(run, "last").optimizer.weight_decay))
+
+
+#: `kvae` with the vae recipe's decoder decay growing 0.1 -> 0.3 over the run (no shipped recipe grows it)
+_GROWING = ("import dataclasses, sys; from kvae import cli, recipes; "
+            "recipes.RECIPES['vae'] = dataclasses.replace(recipes.get('vae'), weight_decay=0.1, weight_decay_end=0.3); "
+            "sys.exit(cli.main(sys.argv[1:]))")
+
+
+@pytest.mark.slow
+def test_a_killed_recipe_run_resumes_its_growing_weight_decay(tmp_path):
+    """A recipe's decay that grows with the run's progress: a run killed (-9)
+    mid-way keeps the value of its last whole epoch, and the resumed run sets it
+    from its own progress at each epoch, not from the start or the loaded value."""
+    data_dir, run = _stand_in(tmp_path / "data", "matlab"), tmp_path / "run"
+    argv = [sys.executable, "-c", _GROWING, "train", "--recipe", "vae", "--dataset", "binarized_mnist", "--data-dir",
+            str(data_dir), "--eval-k", "10", "--quiet"]
+    proc = subprocess.Popen([*argv, "--epochs", "50", "--out", str(run)], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.time() + 300
+        while not (run / callbacks.STATE_FILE).exists() or callbacks.read_state(run)["epochs_done"] < 2:
+            assert proc.poll() is None and time.time() < deadline, "training ended or stalled before epoch 2"
+            time.sleep(0.2)
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    done = callbacks.read_state(run)["epochs_done"]
+    assert 2 <= done < 50
+    # the last whole epoch (0-based done - 1) began at progress (done - 1) / 50: 15 minutes of time are not spent
+    assert _decay(run) == pytest.approx(0.1 + 0.2 * (done - 1) / 50, rel=1e-5)
+
+    out = subprocess.run([*argv[:3], "train", "--resume", str(run), "--epochs", str(done + 1), "--quiet"],
+                         capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert callbacks.read_state(run)["epochs_done"] == done + 1
+    assert _decay(run) == pytest.approx(0.1 + 0.2 * done / (done + 1), rel=1e-5)  # its epoch's own progress
 
 
 def _clamped(latent_dim, input_shape):
