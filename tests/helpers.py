@@ -1,9 +1,12 @@
 """Shared test helpers: one per contract."""
 
 import json
+import time
 
 import keras
 import numpy as np
+
+from kvae import callbacks
 
 
 def assert_keras_roundtrip(model, tmp_path, x, labels=None):
@@ -25,3 +28,17 @@ def assert_keras_roundtrip(model, tmp_path, x, labels=None):
     fresh = type(model).from_config(model.get_config())
     assert not np.allclose(fresh.decode(z, labels).numpy(), model.decode(z, labels).numpy())
     return again
+
+
+def wait_for_epochs(run, n, proc, timeout=240):
+    """Wait until the training process `proc` writing `run` has finished `n`
+    epochs (its state.json says so); fail if it ends first or `timeout` s pass."""
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if proc.poll() is not None:
+            raise AssertionError(f"training ended early: {proc.stderr.read()[-2000:]}")
+        state = run / callbacks.STATE_FILE
+        if state.exists() and json.loads(state.read_text())["epochs_done"] >= n:
+            return
+        time.sleep(0.2)
+    raise AssertionError("training did not reach the epoch in time")

@@ -5,7 +5,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import keras
@@ -15,6 +14,8 @@ from PIL import Image
 
 import kvae
 from kvae import callbacks, cli, plots
+
+from helpers import wait_for_epochs
 
 KVAE = str(Path(sys.executable).parent / "kvae")
 SMALL = ["--dataset", "digits", "--latent-dim", "4", "--quiet"]
@@ -92,18 +93,6 @@ def test_conditional_run_samples_a_chosen_class(tmp_path, monkeypatch):
     assert not np.allclose(shown[0], model.sample(4, seed=0, labels=4).numpy(), atol=1e-3)
 
 
-def _wait_for_epochs(run, n, proc, timeout=240):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        if proc.poll() is not None:
-            raise AssertionError(f"training ended early: {proc.stderr.read()[-2000:]}")
-        state = run / callbacks.STATE_FILE
-        if state.exists() and json.loads(state.read_text())["epochs_done"] >= n:
-            return
-        time.sleep(0.2)
-    raise AssertionError("training did not reach the epoch in time")
-
-
 @pytest.mark.slow
 def test_a_killed_run_resumes_and_matches_an_uninterrupted_one(tmp_path, monkeypatch):
     # The killed command compiles with XLA (users' default); so do the resume and the
@@ -114,7 +103,7 @@ def test_a_killed_run_resumes_and_matches_an_uninterrupted_one(tmp_path, monkeyp
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
                             env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"))
     try:
-        _wait_for_epochs(run, 2, proc)
+        wait_for_epochs(run, 2, proc)
     finally:
         proc.send_signal(signal.SIGKILL)  # no chance to clean up
         proc.wait()

@@ -7,7 +7,6 @@ import json
 import signal
 import subprocess
 import sys
-import time
 
 import keras
 import numpy as np
@@ -18,6 +17,8 @@ import kvae
 import kvae.config
 from kvae import callbacks, cli, recipes, runs
 from kvae.config import RunError
+
+from helpers import wait_for_epochs
 
 SPLITS = {"train": 200, "valid": 60}
 
@@ -252,10 +253,7 @@ def test_a_killed_recipe_run_resumes_its_growing_weight_decay(tmp_path):
     proc = subprocess.Popen([*argv, "--epochs", "50", "--out", str(run)], stdout=subprocess.DEVNULL,
                             stderr=subprocess.PIPE, text=True)
     try:
-        deadline = time.time() + 300
-        while not (run / callbacks.STATE_FILE).exists() or callbacks.read_state(run)["epochs_done"] < 2:
-            assert proc.poll() is None and time.time() < deadline, "training ended or stalled before epoch 2"
-            time.sleep(0.2)
+        wait_for_epochs(run, 2, proc, timeout=300)
     finally:
         proc.send_signal(signal.SIGKILL)
         proc.wait()
