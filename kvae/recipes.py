@@ -275,11 +275,11 @@ RECIPES = {r.name: r for r in (
            prior=_vamp, patience=0, weight_decay=0.3),
     Recipe("hvae_vamp", "two stochastic layers (40 + 40) with the VampPrior (250 pseudo-inputs) on the top one, "
            "z1's networks two gated layers of 300 (the papers'), iaf's flow (2 steps, MADE 320) over [z2, z1] after "
-           "the two Gaussians; the papers' warm-up (100 epochs); Adamax 2e-3, decaying to 0 (cosine) over 100 "
+           "the two Gaussians; the papers' warm-up (100 epochs); Adamax 1e-3, decaying to 0 (cosine) over 100 "
            "minutes, weight decay 0.15 on the decoder's kernels (AdamaxW), the best epoch by the validation ELBO",
            "83.19 (Tomczak & Welling 2018)", 83.0,
            {**_ELBO, "time_limit": 100.0, "latent_dim": 80, "posterior": "hierarchical", "prior": "hierarchical_vamp",
-            "lr_decay": "cosine", "learning_rate": 2e-3},
+            "lr_decay": "cosine", "learning_rate": 1e-3},
            posterior=_hierarchical, prior=_hierarchical_vamp, patience=0, weight_decay=0.15, optimizer="adamax"),
     Recipe("iaf", "ELBO, IAF posterior (2 steps, MADE 320), N(0, I) prior, 40 latents; trained as vae",
            "IAF paper: dynamic MNIST only", ">= 1 nat better than vae",
