@@ -305,11 +305,14 @@ def read_amat(path):
 
 def _find_binarized_mnist(data_dir, download):
     dirs = [d for d in (data_dir, os.environ.get(ENV_DATA_DIR)) if d]
+    looked = []
     for d in dirs:
         folder = Path(d) / "binarized_mnist"
-        if all((folder / AMAT_FILES[s]).is_file() for s in ("train", "valid")):
+        missing = [AMAT_FILES[s] for s in ("train", "valid") if not (folder / AMAT_FILES[s]).is_file()]
+        if not missing:
             splits = {s: read_amat(folder / f) for s, f in AMAT_FILES.items() if (folder / f).is_file()}
             return splits, str(folder)
+        looked.append(f"{folder} lacks {' and '.join(missing)}")
     tfds_dir = data_dir or os.environ.get("TFDS_DATA_DIR")
     splits = ("train", "validation", "test")
     prepared = _tfds_load("binarized_mnist", tfds_dir, splits)
@@ -318,8 +321,9 @@ def _find_binarized_mnist(data_dir, download):
     if prepared:
         return {"train": prepared["train"][0], "valid": prepared["validation"][0],
                 "test": prepared["test"][0]}, "TFDS prepared data"
+    looked.append(f"no TFDS binarized_mnist prepared in {tfds_dir or 'its default directory'}")
     raise DataNotFoundError(
-        "No binarized_mnist data found offline. Put "
+        f"No binarized_mnist data found offline ({'; '.join(looked)}). Put "
         f"{', '.join(AMAT_FILES.values())} (Larochelle's split; test optional) into "
         f"${ENV_DATA_DIR}/binarized_mnist/ (or pass --data-dir), prepare TFDS's binarized_mnist, "
         "or allow a download with --download."

@@ -102,6 +102,17 @@ def test_nothing_found_says_what_to_install(offline):
         data.load("binarized_mnist")
 
 
+def test_binarized_mnist_not_found_names_the_folder_and_the_missing_file(offline):
+    folder = offline / "d" / "binarized_mnist"
+    folder.mkdir(parents=True)
+    np.savetxt(folder / "binarized_mnist_train.amat", np.zeros((2, 784)), fmt="%d")  # valid split missing
+    with pytest.raises(data.DataNotFoundError) as err:
+        data.load("binarized_mnist", data_dir=str(offline / "d"))
+    message = str(err.value)
+    assert f"{folder} lacks binarized_mnist_valid.amat;" in message and "lacks binarized_mnist_train" not in message
+    assert f"no TFDS binarized_mnist prepared in {offline / 'd'}" in message and "\n" not in message
+
+
 def test_binarized_mnist_amat_files(offline):
     folder = offline / "d" / "binarized_mnist"
     folder.mkdir(parents=True)
