@@ -3,7 +3,7 @@
 1. Writes a uint8 .npy of generated 28x28 images (Fashion-MNIST's training
    images, each shifted by a random offset and randomly mirrored; random
    images if the Debian files are absent): 5,200,000 images, 4.08 GB.
-2. Peak RSS of one full training epoch streamed from it (`kvae.sources`,
+2. Peak RSS of one full training epoch streamed from it (`kvae.data`,
    `.npy` read by rows), MLP VAE, batch 128, in a fresh process.
 3. Throughput, disk against memory, MLP and conv VAEs: one fresh process per
    network alternates rounds of `--steps` training steps streamed from the
@@ -81,10 +81,10 @@ def child_epoch(path):
     """One full epoch streamed from `path`: seconds, images, peak RSS."""
     import tensorflow as tf
 
-    from kvae import data, sources
+    from kvae import data
 
-    src = sources.open_source(path)
-    subset = sources.Subset(src, np.arange(src.n), 255.0)
+    src = data.open_source(path)
+    subset = data.Subset(src, np.arange(src.n), 255.0)
     epoch = tf.Variable(0, dtype=tf.int64)
     ds = data.pipeline(subset, batch_size=128, seed=0, dynamic_binarize=True, epoch=epoch, drop_remainder=True)
     model = _model("mlp")
@@ -97,10 +97,10 @@ def child_rates(path, network, steps, rounds):
     """Alternating rounds of `steps` steps from disk and from memory."""
     import tensorflow as tf
 
-    from kvae import data, sources
+    from kvae import data
 
-    src = sources.open_source(path)
-    subset = sources.Subset(src, np.arange(src.n), 255.0)
+    src = data.open_source(path)
+    subset = data.Subset(src, np.arange(src.n), 255.0)
     memory = (src.read(np.arange(MEMORY_IMAGES))[..., None] / np.float32(255)).astype(np.float32)
     epoch = tf.Variable(0, dtype=tf.int64)
     pipes = {"disk": data.pipeline(subset, batch_size=128, seed=0, dynamic_binarize=True, epoch=epoch),
@@ -119,10 +119,10 @@ def child_rates(path, network, steps, rounds):
 
 def child_score(path, n):
     import kvae
-    from kvae import scoring, sources
+    from kvae import data, scoring
 
-    src = sources.open_source(path)
-    subset = sources.Subset(src, np.arange(n), 255.0)
+    src = data.open_source(path)
+    subset = data.Subset(src, np.arange(n), 255.0)
     model = kvae.VAE(input_shape=(28, 28, 1), latent_dim=16)
     out = os.path.join(os.path.dirname(path), f"scores-{n}.parquet")
     start = time.perf_counter()
@@ -178,7 +178,7 @@ def main():
     lines = [f"## Data larger than memory: streaming and scoring (`python bench/streaming.py`, "
              f"{time.strftime('%Y-%m-%d')})", "",
              f"A uint8 `.npy` of {args.images:,} generated 28x28 images ({size_gb:.2f} GB on disk; Fashion-MNIST "
-             "shifted and mirrored), read by rows with `kvae.sources.NpySource`. Each measurement in a fresh "
+             "shifted and mirrored), read by rows with `kvae.data.NpySource`. Each measurement in a fresh "
              "process, nothing else running.", "",
              f"One full training epoch streamed from the file (MLP VAE, batch 128, dynamic binarisation): "
              f"{epoch['images']:,} images in {epoch['seconds']:.0f} s ({epoch['images'] / epoch['seconds']:,.0f} "

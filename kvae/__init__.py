@@ -16,7 +16,7 @@ The public API:
                              a calibrated threshold, AUROC
     kvae.exporters           SavedModel, TFLite, ONNX exports and their checks
     kvae.plots               image grids and training curves (needs matplotlib)
-    kvae.data                named datasets found offline, checks, binarisation, tf.data pipelines
+    kvae.data                datasets (one `load`), user files, checks, streaming sources, tf.data pipelines
     kvae.config              TrainConfig: the settings of a training run
     kvae.rundir              reading a run directory (config, state, checkpoints)
     kvae.runs                training, resuming and evaluating a run
@@ -35,8 +35,7 @@ import importlib
 __version__ = "0.1.0"
 
 _SUBMODULES = ("anomaly", "callbacks", "config", "data", "distributions", "evaluate", "exporters", "extras", "files", "flows", "fused", "hierarchical", "latent",
-               "model", "networks", "objectives", "optimizers", "plots", "priors", "recipes", "registry", "replicas", "rundir", "runs", "scoring", "sources",
-               "tfds_stream")
+               "model", "networks", "objectives", "optimizers", "plots", "priors", "progress", "recipes", "registry", "replicas", "rundir", "runs", "scoring")
 
 __all__ = ["VAE", "load_model", "__version__", *_SUBMODULES]
 

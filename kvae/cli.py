@@ -271,11 +271,11 @@ def cmd_recipes(args):
 
 
 def cmd_data(args):
-    from kvae import sources
+    from kvae import data as kdata
 
     if args.shard_mb < 1:
         raise ValueError(f"--shard-mb must be >= 1, got {args.shard_mb}")
-    m = sources.prepare(args.source, args.out, seed=args.seed, shard_bytes=args.shard_mb << 20,
+    m = kdata.prepare(args.source, args.out, seed=args.seed, shard_bytes=args.shard_mb << 20,
                         verbose=0 if args.quiet else 1)
     rows = [(split, f"{info['examples']} examples in {len(info['shards'])} shards")
             for split, info in m["splits"].items()]
@@ -285,7 +285,8 @@ def cmd_data(args):
 
 
 def cmd_score(args):
-    from kvae import anomaly, rundir, runs, scoring, sources
+    from kvae import anomaly, rundir, runs, scoring
+    from kvae import data as kdata
 
     if args.batch_size < 1:
         raise ValueError(f"--batch-size must be >= 1, got {args.batch_size}")
@@ -293,7 +294,7 @@ def cmd_score(args):
     scorers = [anomaly.get(n, **({"k": args.k} if "k" in anomaly.parameters(n) else {})) for n in names]
     cfg = rundir.load_config(args.run_dir)
     model = rundir.load_model(args.run_dir)
-    if sources.is_streamable(args.data):
+    if kdata.is_streamable(args.data):
         data, labels, binarize, where = runs.stream_inputs(cfg, args.data, model.data_shape)
     else:
         data, labels, where = runs.prepare_inputs(cfg, args.data, model.data_shape)

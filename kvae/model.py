@@ -14,7 +14,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from kvae import callbacks, data, distributions, fused, networks, objectives, priors, replicas
+from kvae import data, distributions, fused, networks, objectives, priors, progress, replicas
 
 __all__ = ["VAE"]
 
@@ -332,8 +332,8 @@ class VAE(keras.Model):
         if validation_data is not None:
             data.check_for_model(self, *data.split_validation(validation_data), where="the validation data")
         self._fit_steps_per_execution(x, kwargs.get("batch_size"), kwargs.get("steps_per_epoch"))
-        return super().fit(x, y, *args, validation_data=validation_data, **callbacks.with_progbar(kwargs))
+        return super().fit(x, y, *args, validation_data=validation_data, **progress.with_progbar(kwargs))
 
     def evaluate(self, x=None, y=None, *args, **kwargs):
         data.check_for_model(self, x, y)
-        return super().evaluate(x, y, *args, **callbacks.with_progbar(kwargs))
+        return super().evaluate(x, y, *args, **progress.with_progbar(kwargs))

@@ -64,10 +64,8 @@ def prepare_data(cfg):
     # Validation and test get one fixed draw, so their ELBO is comparable across epochs.
     fixed = "static" if mode == "dynamic" else mode
     if cfg.streamed:  # train is read and checked batch by batch; the held-out splits are in memory
-        from kvae import sources
-
-        ds = sources.load(cfg.dataset, seed=cfg.seed, unit=unit, threshold=mode == "threshold",
-                          data_dir=cfg.data_dir)
+        ds = kdata.load(cfg.dataset, seed=cfg.seed, stream=True, unit=unit, threshold=mode == "threshold",
+                        data_dir=cfg.data_dir)
         if cfg.conditional and ds.num_classes is None:
             raise RunError(f"--conditional needs labels, and {cfg.dataset} has none.")
     else:
@@ -101,7 +99,7 @@ def prepare_inputs(cfg, source, input_shape):
 
 
 def stream_inputs(cfg, source, input_shape):
-    """A streamed source (`kvae.sources.open_source`: .npy, .npz, image folder,
+    """A streamed source (`kvae.data.open_source`: .npy, .npz, image folder,
     prepared folder) to score with a run's model, scaled and checked as the
     run's data is, batch by batch.
 
@@ -113,18 +111,16 @@ def stream_inputs(cfg, source, input_shape):
         (a Subset or TFRecordSource, labels: True if it has labels else None,
         binarize: whether to draw a fixed binarisation, description).
     """
-    from kvae import sources
-
     unit = _needs_unit_interval(cfg)
-    src = sources.open_source(source)
+    src = kdata.open_source(source)
     shape = tuple(src.shape) + ((1,) if len(src.shape) == 2 else ())
     kdata.check_shape((0, *shape), tuple(input_shape), src.where)
-    if isinstance(src, sources.TFRecordSource):
+    if isinstance(src, kdata.SequentialSource):
         if cfg.binarization == "threshold":
             raise RunError(f"{source}: the run binarises by threshold, which is not applied to prepared data.")
         has = src.has_labels
     else:
-        src = sources.Subset(src, np.arange(src.n), sources.scale_of(src)[0], unit,
+        src = kdata.Subset(src, np.arange(src.n), kdata.scale_of(src)[0], unit,
                              threshold=cfg.binarization == "threshold")
         src.read(np.arange(min(len(src), 256)))  # the first batch, checked before scoring
         has = src.source.labels is not None
@@ -237,6 +233,27 @@ def weights_digest(model):
     return digest.hexdigest()
 
 
+def recipe_of(cfg):
+    """The `kvae.recipes.Recipe` a config names, or None.
+
+    Args:
+        cfg: kvae.config.TrainConfig.
+
+    Returns:
+        Recipe or None.
+
+    Raises:
+        RunError naming --recipe and the recipes if the name is not one.
+    """
+    if cfg.recipe is None:
+        return None
+    from kvae import recipes
+
+    if cfg.recipe not in recipes.RECIPES:
+        raise RunError(f"--recipe: unknown recipe {cfg.recipe!r}; choose one of {', '.join(recipes.names())}")
+    return recipes.RECIPES[cfg.recipe]
+
+
 def build_model(cfg, ds):
     """The model and optimizer a run trains.
 
@@ -253,9 +270,7 @@ def build_model(cfg, ds):
     if cfg.conditional and not ds.num_classes:
         raise RunError(f"--conditional needs labels, and {cfg.dataset} has none.")
     if cfg.recipe:
-        from kvae import recipes
-
-        return recipes.get(cfg.recipe).build_model(cfg, ds)
+        return recipe_of(cfg).build_model(cfg, ds)
     return kvae.VAE(
         input_shape=ds.input_shape, latent_dim=cfg.latent_dim, encoder=cfg.network,
         decoder=cfg.network, likelihood=cfg.likelihood, posterior=cfg.posterior, prior=cfg.prior,
@@ -381,6 +396,7 @@ def train(cfg, run_dir, force=False, verbose=1, log=print):
     again. Raises RunError or kdata errors for bad input.
     """
     cfg.validate()
+    recipe_of(cfg)
     run_dir = Path(run_dir)
     strategy, chief = _strategy(cfg)
     if not chief:
@@ -448,6 +464,7 @@ def resume_config(run_dir, changes=None):
                        f"change the run and cannot be given on resume: {'; '.join(refused)}. "
                        "Start a new run with --out to change them.")
     cfg.validate()
+    recipe_of(cfg)
     return cfg
 
 
@@ -504,11 +521,7 @@ def _fit(cfg, run_dir, ds, model, state, verbose, log, shown_dir=None):
     train_ds, val_ds = _pipelines(cfg, ds, model, epoch)
     fixed = ds.validation[0][:16]
     fixed_labels = ds.validation[1][:16] if ds.validation[1] is not None else None
-    recipe = None
-    if cfg.recipe:
-        from kvae import recipes
-
-        recipe = recipes.get(cfg.recipe)
+    recipe = recipe_of(cfg)
     # "best" is the best validation bound: the ELBO itself while a warm-up or capacity weights the KL
     weighted = cfg.kl_warmup or cfg.capacity_gamma > 0
     monitor = recipe.monitor if recipe else (("val_elbo", "max") if weighted else ("val_loss", "min"))
@@ -550,7 +563,7 @@ def _fit(cfg, run_dir, ds, model, state, verbose, log, shown_dir=None):
                        f"{read_state(run_dir)['epochs_done']} finished epochs: start every worker again "
                        f"with --resume {shown_dir or run_dir}.") from None
     except tf.errors.OpError as e:  # a streamed batch that failed its checks: the one-line reason
-        from kvae.sources import as_data_error
+        from kvae.data import as_data_error
 
         error = as_data_error(e)
         if error is None:

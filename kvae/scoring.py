@@ -32,12 +32,12 @@ FORMATS = ("parquet", "npy")
 
 
 def _chunks(data, labels, batch_size, binarize, seed):
-    """(float32 batch, labels or None) from an array, a Subset or a TFRecordSource, in order."""
+    """(float32 batch, labels or None) from an array, a Subset or a SequentialSource, in order."""
     import tensorflow as tf
 
     from kvae import data as kdata
 
-    if labels is True and not hasattr(data, "manifest"):  # a Subset: its source's labels
+    if labels is True and isinstance(data, kdata.Subset):  # its source's labels
         labels = data.labels
     if isinstance(data, np.ndarray):
         for start in range(0, len(data), batch_size):
@@ -56,8 +56,8 @@ def score(model, data, out, scores=("elbo",), labels=None, batch_size=1024, bina
 
     Args:
         model: a `kvae.VAE`.
-        data: float32 array [N, *input_shape] in [0, 1], a `kvae.sources.Subset`
-            or a `kvae.sources.TFRecordSource` (streamed: one batch in memory).
+        data: float32 array [N, *input_shape] in [0, 1], a `kvae.data.Subset`
+            or a `kvae.data.SequentialSource` (streamed: one batch in memory).
         out: a path ending in `.parquet`, or a folder for `.npy` shards.
         scores: names or instances from `kvae.anomaly` (scores that need a
             reference fit, e.g. typicality, are not taken here).

@@ -17,7 +17,7 @@ def write_idx(folder, n_train=30, n_test=10, value=7, shape=(28, 28)):
     """The four MNIST-format files; every pixel equals `value` (to tell sources apart)."""
     folder.mkdir(parents=True, exist_ok=True)
     for split, n in [("train", n_train), ("test", n_test)]:
-        images_name, labels_name = data.IDX_FILES[split]
+        images_name, labels_name = data.readers.IDX_FILES[split]
         header = bytes([0, 0, 8, 3]) + b"".join(d.to_bytes(4, "big") for d in (n, *shape))
         with gzip.open(folder / images_name, "wb") as f:
             f.write(header + bytes([value]) * (n * shape[0] * shape[1]))
@@ -33,7 +33,7 @@ def offline(tmp_path, monkeypatch):
     monkeypatch.setenv("KERAS_HOME", str(tmp_path / "keras_home"))
     monkeypatch.setenv("TFDS_DATA_DIR", str(tmp_path / "tfds"))
     monkeypatch.delenv(data.ENV_DATA_DIR, raising=False)
-    monkeypatch.setattr(data, "DEBIAN_FASHION_MNIST", tmp_path / "no_debian")
+    monkeypatch.setattr(data.named, "DEBIAN_FASHION_MNIST", tmp_path / "no_debian")
 
     def no_download(*a, **k):
         raise AssertionError("tried to download")
@@ -88,7 +88,7 @@ def test_tfds_binarized_mnist_via_mock(offline):
 
 
 def test_debian_fashion_mnist_files(offline, monkeypatch):
-    monkeypatch.setattr(data, "DEBIAN_FASHION_MNIST", write_idx(offline / "debian", value=3))
+    monkeypatch.setattr(data.named, "DEBIAN_FASHION_MNIST", write_idx(offline / "debian", value=3))
     ds = data.load("fashion_mnist")
     assert "Debian" in ds.source
 

@@ -5,6 +5,7 @@ surface is declared (`__all__`) and documented."""
 import doctest
 import importlib
 import inspect
+import pkgutil
 import re
 from pathlib import Path
 
@@ -14,7 +15,8 @@ import pytest
 import kvae
 
 ROOT = Path(__file__).resolve().parents[1]
-MODULES = [m for m in kvae._SUBMODULES if m != "plots"] + ["plots", "cli"]
+#: every module of the package, subpackages' modules included (by name under kvae.)
+MODULES = sorted(m.name[len("kvae."):] for m in pkgutil.walk_packages(kvae.__path__, "kvae."))
 
 
 @pytest.mark.parametrize("name", MODULES)

@@ -476,7 +476,7 @@ def test_progress_bar_does_not_overshoot_with_steps_per_execution(digits):
         def on_train_batch_end(self, batch, logs=None):
             self.batches.append(batch)
 
-    bar = kvae.callbacks.ProgbarLogger()
+    bar = kvae.progress.ProgbarLogger()
     model = kvae.VAE(input_shape=(8, 8, 1), latent_dim=2)
     model.compile(optimizer="adam", steps_per_execution=4)
     model.fit(digits[0][:160], batch_size=16, epochs=1, verbose=1, callbacks=[Record(), bar])

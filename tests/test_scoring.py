@@ -5,7 +5,8 @@ import numpy as np
 import pytest
 
 import kvae
-from kvae import anomaly, scoring, sources
+import kvae.data as kdata
+from kvae import anomaly, scoring
 from kvae.data import DataError
 
 
@@ -23,7 +24,7 @@ def model_and_data():
 def test_streamed_chunked_rows_equal_the_in_memory_scores(tmp_path, model_and_data, fmt):
     model, x = model_and_data
     np.save(tmp_path / "x.npy", x)
-    subset = sources.Subset(sources.open_source(tmp_path / "x.npy"), np.arange(300))
+    subset = kdata.Subset(kdata.open_source(tmp_path / "x.npy"), np.arange(300))
     info = scoring.score(model, subset, tmp_path / fmt, scores=["elbo"], batch_size=64, chunk_rows=100, verbose=0)
     assert info["rows"] == 300 and info["shards"] == 3  # 64-row batches gathered into >= 100-row chunks
     rows = scoring.read(tmp_path / fmt)

@@ -1,4 +1,4 @@
-"""Streaming sources (kvae.sources): the same data streamed or in memory
+"""Streaming sources (kvae.data.sources, kvae.data.sequential): the same data streamed or in memory
 trains the same weights; resume from a streamed source is exact; damaged
 files are named before or while they are read."""
 
@@ -10,7 +10,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from kvae import cli, sources
+import kvae.data as kdata
+from kvae import cli
+from kvae.data import subset as ksubset
 from kvae.data import DataError
 
 
@@ -43,22 +45,22 @@ def test_npy_and_stored_npz_read_rows_as_numpy_does(tmp_path, pixels):
     np.save(tmp_path / "x.npy", x)
     np.savez(tmp_path / "x.npz", other=np.zeros(3), x_train=x, y_train=y)
     rows = np.array([399, 0, 17, 17])
-    for src in (sources.open_source(tmp_path / "x.npy"), sources.open_source(tmp_path / "x.npz")):
+    for src in (kdata.open_source(tmp_path / "x.npy"), kdata.open_source(tmp_path / "x.npz")):
         assert (src.n, src.shape, src.dtype) == (400, (8, 8), np.uint8)
         np.testing.assert_array_equal(src.read(rows), x[rows])
-    np.testing.assert_array_equal(sources.open_source(tmp_path / "x.npz").labels, y)
+    np.testing.assert_array_equal(kdata.open_source(tmp_path / "x.npz").labels, y)
 
 
 def test_unreadable_layouts_are_refused_with_the_file_named(tmp_path, pixels):
     x, _ = pixels
     np.savez_compressed(tmp_path / "c.npz", x=x)
     with pytest.raises(DataError, match=r"c\.npz \(x\) is compressed .*np\.savez"):
-        sources.open_source(tmp_path / "c.npz")
+        kdata.open_source(tmp_path / "c.npz")
     np.save(tmp_path / "t.npy", x)
     raw = (tmp_path / "t.npy").read_bytes()
     (tmp_path / "t.npy").write_bytes(raw[:-100])
     with pytest.raises(DataError, match=r"t\.npy is truncated: its header promises 400 examples"):
-        sources.open_source(tmp_path / "t.npy")
+        kdata.open_source(tmp_path / "t.npy")
 
 
 @pytest.mark.slow
@@ -97,7 +99,7 @@ def _image_folder(root, x, y):
 
 def _a_training_file(src):
     """A file of the train split that is not among its first batch (read up front)."""
-    train, _, _ = sources._splits(src.n, src.shape, 0.1, 0)
+    train, _, _ = kdata.splits.stream_splits(src.n, src.shape, 0.1, 0)
     return src.files[int(train[300])]
 
 
@@ -107,7 +109,7 @@ def test_a_bad_image_mid_folder_stops_training_naming_the_file(tmp_path, pixels,
 
     x, y = pixels
     _image_folder(tmp_path / "images", x, y)
-    bad = _a_training_file(sources.open_source(tmp_path / "images"))
+    bad = _a_training_file(kdata.open_source(tmp_path / "images"))
     if damage == "unreadable":
         bad.write_bytes(b"not an image")
     else:
@@ -122,12 +124,12 @@ def test_a_bad_image_mid_folder_stops_training_naming_the_file(tmp_path, pixels,
 def test_pixels_above_the_sampled_scale_are_named_when_read(tmp_path, pixels, monkeypatch):
     """The scale is decided from the first rows; a later row that breaks it is
     an error naming the file and the example, not silently scaled wrong."""
-    monkeypatch.setattr(sources, "SAMPLE_ROWS", 50)
+    monkeypatch.setattr(ksubset, "SAMPLE_ROWS", 50)
     x = (pixels[0] > 100).astype(np.uint8)
     x[200, 3, 3] = 255
     np.save(tmp_path / "b.npy", x)
-    src = sources.open_source(tmp_path / "b.npy")
-    subset = sources.Subset(src, np.arange(400), sources.scale_of(src)[0], unit="the bernoulli likelihood")
+    src = kdata.open_source(tmp_path / "b.npy")
+    subset = kdata.Subset(src, np.arange(400), kdata.scale_of(src)[0], unit="the bernoulli likelihood")
     subset.read(np.arange(200))
     with pytest.raises(DataError, match=r"b\.npy: example 200 has values in \[0, 255\] .*first rows were all 0/1"):
         subset.read(np.arange(190, 210))
@@ -138,11 +140,11 @@ def test_prepare_writes_the_streamed_splits_and_a_bounded_seeded_shuffle(tmp_pat
 
     x, y = pixels
     np.savez(tmp_path / "d.npz", x=x, y=y)
-    m = sources.prepare(tmp_path / "d.npz", tmp_path / "prep", shard_bytes=10_000, verbose=0)
+    m = kdata.prepare(tmp_path / "d.npz", tmp_path / "prep", shard_bytes=10_000, verbose=0)
     assert {k: v["examples"] for k, v in m["splits"].items()} == {"train": 324, "validation": 36, "test": 40}
     assert len(m["splits"]["train"]["shards"]) > 2 and m["divisor"] == 255.0
-    train_idx = sources._splits(400, (8, 8), 0.1, 0)[0]
-    src = sources.TFRecordSource(tmp_path / "prep")
+    train_idx = kdata.splits.stream_splits(400, (8, 8), 0.1, 0)[0]
+    src = kdata.TFRecordSource(tmp_path / "prep")
     epoch = tf.Variable(0, dtype=tf.int64)
 
     def one_epoch():
@@ -163,9 +165,9 @@ def test_prepare_refuses_an_existing_folder_and_leaves_nothing_when_it_fails(tmp
     np.save(tmp_path / "d.npy", x)
     (tmp_path / "taken").mkdir()
     with pytest.raises(DataError, match="taken exists"):
-        sources.prepare(tmp_path / "d.npy", tmp_path / "taken", verbose=0)
+        kdata.prepare(tmp_path / "d.npy", tmp_path / "taken", verbose=0)
     calls = {"n": 0}
-    read = sources.NpySource.read
+    read = kdata.NpySource.read
 
     def failing(self, idx):  # a fault in the middle of writing the train split
         calls["n"] += 1
@@ -173,9 +175,9 @@ def test_prepare_refuses_an_existing_folder_and_leaves_nothing_when_it_fails(tmp
             raise OSError(28, "No space left on device")
         return read(self, idx)
 
-    monkeypatch.setattr(sources.NpySource, "read", failing)
+    monkeypatch.setattr(kdata.NpySource, "read", failing)
     with pytest.raises(OSError):
-        sources.prepare(tmp_path / "d.npy", tmp_path / "prep", shard_bytes=4096, verbose=0)
+        kdata.prepare(tmp_path / "d.npy", tmp_path / "prep", shard_bytes=4096, verbose=0)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["d.npy", "taken"]  # no folder, no temporary
 
 
@@ -194,7 +196,7 @@ def test_a_truncated_shard_is_named_before_training(tmp_path, pixels, capsys):
 def test_a_damaged_record_mid_shard_stops_training_with_one_line(tmp_path, pixels, capsys):
     x, _ = pixels
     np.save(tmp_path / "d.npy", x)
-    sources.prepare(tmp_path / "d.npy", tmp_path / "prep", verbose=0)
+    kdata.prepare(tmp_path / "d.npy", tmp_path / "prep", verbose=0)
     shard = tmp_path / "prep" / "train-00000.tfrecord"
     raw = bytearray(shard.read_bytes())
     raw[len(raw) // 2] ^= 0xFF  # same length: only the record's checksum can tell
@@ -218,7 +220,7 @@ def test_npz_member_offsets_survive_other_members(tmp_path, pixels):
         z.writestr("a_long_member_name_first.npy", b"x" * 1000)
         with z.open("x.npy", "w") as f:
             np.lib.format.write_array(f, x)
-    np.testing.assert_array_equal(sources.NpySource(tmp_path / "m.npz", member="x").read([5, 6]), x[[5, 6]])
+    np.testing.assert_array_equal(kdata.NpySource(tmp_path / "m.npz", member="x").read([5, 6]), x[[5, 6]])
 
 
 def test_worker_parts_of_every_source_make_the_single_device_batches(tmp_path, pixels):
@@ -232,13 +234,13 @@ def test_worker_parts_of_every_source_make_the_single_device_batches(tmp_path, p
 
     x, y = pixels
     np.save(tmp_path / "d.npy", x)
-    sources.prepare(tmp_path / "d.npy", tmp_path / "prep", shard_bytes=10_000, verbose=0)
-    npy = sources.Subset(sources.open_source(tmp_path / "d.npy"), np.arange(400), 255.0, "test")
+    kdata.prepare(tmp_path / "d.npy", tmp_path / "prep", shard_bytes=10_000, verbose=0)
+    npy = kdata.Subset(kdata.open_source(tmp_path / "d.npy"), np.arange(400), 255.0, "test")
     reads = []
     real_read = npy.read
     npy.read = lambda idx: (reads.append(len(idx)), real_read(idx))[1]
     epoch = tf.Variable(3, dtype=tf.int64)
-    for data, labels in [(x.astype("float32") / 255, y), (npy, y), (sources.TFRecordSource(tmp_path / "prep"), True)]:
+    for data, labels in [(x.astype("float32") / 255, y), (npy, y), (kdata.TFRecordSource(tmp_path / "prep"), True)]:
         kw = dict(batch_size=32, seed=7, dynamic_binarize=True, epoch=epoch, perturb=0.2)
         whole = list(pipeline(data, labels, drop_remainder=True, **kw).as_numpy_iterator())
         reads.clear()
@@ -288,13 +290,12 @@ def test_prepared_tfds_data_streams_by_name_or_directory(tfds_prepared, pixels, 
     epoch), and `kvae train --stream` trains from it."""
     import tensorflow as tf
 
-    from kvae import tfds_stream
 
     root, directory = tfds_prepared
     x, y = pixels
-    assert tfds_stream.find_prepared("tiny_digits", root) == directory
-    assert tfds_stream.find_prepared("tiny_digits", tmp_path) is None
-    ds = sources.load(str(directory), seed=0)
+    assert kdata.find_prepared("tiny_digits", root) == directory
+    assert kdata.find_prepared("tiny_digits", tmp_path) is None
+    ds = kdata.load_streamed(str(directory), seed=0)
     assert (len(ds.train[0]), len(ds.validation[0]), len(ds.test[0]), ds.num_classes) == (306, 34, 60, 10)
     assert ds.input_shape == (8, 8, 1)
     train, epoch = ds.train[0], tf.Variable(0, dtype=tf.int64)
@@ -326,7 +327,6 @@ def test_a_late_out_of_scale_tfds_example_stops_the_run_naming_it(tmp_path, monk
     scale: training stops with one line naming the dataset and the position."""
     import tensorflow_datasets as tfds
 
-    from kvae import sources as ksources
 
     images = (np.random.default_rng(0).uniform(size=(80, 8, 8, 1)) > 0.5).astype(np.uint8)
     images[50] *= 255
@@ -347,7 +347,7 @@ def test_a_late_out_of_scale_tfds_example_stops_the_run_naming_it(tmp_path, monk
 
     builder = BinaryDigits(data_dir=str(tmp_path / "tfds"))
     builder.download_and_prepare()
-    monkeypatch.setattr(ksources, "SAMPLE_ROWS", 4)  # the scale is decided from the first 4 rows
+    monkeypatch.setattr(ksubset, "SAMPLE_ROWS", 4)  # the scale is decided from the first 4 rows
     run = tmp_path / "run"
     capsys.readouterr()
     assert _train(builder.data_dir, run, "--batch-size", "8") == cli.EXIT_BAD_INPUT
