@@ -27,10 +27,11 @@ def main():
 
     import numpy as np
 
-    from kvae import data, evaluate, runs
+    import kvae
+    from kvae import data, evaluate
 
     x = data.load("binarized_mnist", data_dir=args.data_dir).test[0][:args.n]
-    model = runs.load_model(args.run, "best")
+    model = kvae.load_model(args.run, "best")
     # trace, compile and warm up outside the clock, at the timed batch shape (256 images a call)
     evaluate.log_likelihood(model, x[:256], k=100)
     start = time.perf_counter()

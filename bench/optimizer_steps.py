@@ -59,13 +59,14 @@ def main():
 
     import keras
 
-    from kvae import data, recipes, rundir
+    import kvae
+    from kvae import data, recipes
 
     ds = data.load("binarized_mnist", data_dir=args.data_dir)
     x = ds.train[0]
     recipe = recipes.get(args.recipe)
     cfg = recipe.config(dataset="binarized_mnist", data_dir=args.data_dir)
-    start = rundir.load_model(args.run, "best").get_weights() if args.run else None
+    start = kvae.load_model(args.run, "best").get_weights() if args.run else None
     sizes = {name: [] for name, _, _ in OPTIMIZERS}
     for r in range(args.rounds):
         for name, kind, lr in OPTIMIZERS:

@@ -2,7 +2,8 @@
 
 The public API:
     VAE                      the model (kvae.model.VAE)
-    load_model(path)         a saved `.keras` VAE, with a one-line error for a bad file
+    load_model(path)         a saved VAE: a `.keras` file or a run directory (best or last),
+                             with a one-line error for a bad file
     kvae.networks            mlp(), conv() encoder/decoder bodies
     kvae.distributions       posteriors and likelihoods
     kvae.priors              StandardNormal, MixtureOfGaussians, VampPrior, SphericalUniform
@@ -35,7 +36,7 @@ import importlib
 __version__ = "0.1.0"
 
 _SUBMODULES = ("anomaly", "callbacks", "config", "data", "distributions", "evaluate", "exporters", "extras", "files", "flows", "fused", "hierarchical", "latent",
-               "model", "networks", "objectives", "optimizers", "plots", "priors", "progress", "recipes", "registry", "replicas", "rundir", "runs", "scoring")
+               "model", "networks", "objectives", "optimizers", "plots", "priors", "progress", "recipes", "registry", "replicas", "rundir", "runs", "saving", "scoring")
 
 __all__ = ["VAE", "load_model", "__version__", *_SUBMODULES]
 
@@ -54,45 +55,19 @@ def __dir__():
     return sorted(set(globals()) | set(__all__))
 
 
-def load_model(path):
-    """Load a `.keras` file saved from a kvae model (its classes registered first).
+def load_model(path, which="best"):
+    """A kvae model from a `.keras` file or a run directory (`kvae.saving.load_model`).
 
     Args:
-        path: str or Path of a `.keras` file.
+        path: str or Path, a `.keras` file or a run directory.
+        which: str, 'best' or 'last' (a run directory's checkpoint).
 
     Returns:
-        The model (a `kvae.VAE` for kvae's own files).
+        kvae.VAE.
 
     Raises:
-        ValueError naming the file if it is missing, unreadable or truncated, or
-        whole but holding a model that cannot be rebuilt (e.g. a config this
-        version of kvae refuses).
+        ValueError naming the path if it cannot be loaded as a kvae model.
     """
-    from pathlib import Path
+    from kvae import saving
 
-    import keras
-
-    import kvae.model  # noqa: F401 - registers kvae's classes with Keras
-    import kvae.optimizers  # noqa: F401 - and its optimizers
-
-    path = Path(path)
-    if not path.is_file():
-        raise ValueError(f"No such file: {path}")
-    try:
-        return keras.models.load_model(path)
-    except Exception as e:  # noqa: BLE001 - Keras raises many types (zipfile, OSError, ValueError) for bad files
-        first = str(e).strip().splitlines()[0][:200] if str(e).strip() else type(e).__name__
-        if _is_whole_archive(path):
-            raise ValueError(f"{path} is a whole .keras file, but its model could not be rebuilt: {first}") from None
-        raise ValueError(f"{path} is unreadable or truncated: {first}") from None
-
-
-def _is_whole_archive(path):
-    """Whether `path` is a zip archive whose every member reads back with its checksum."""
-    import zipfile
-
-    try:
-        with zipfile.ZipFile(path) as archive:
-            return archive.testzip() is None
-    except (OSError, zipfile.BadZipFile):
-        return False
+    return saving.load_model(path, which)

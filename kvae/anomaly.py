@@ -356,9 +356,9 @@ class LikelihoodRatio(Score):
             raise ValueError("The likelihood ratio needs a background model (--background RUN): train one with "
                              "`kvae train --perturb 0.2` on the same data.")
         if isinstance(background, (str, Path)):
-            from kvae import rundir
+            from kvae.saving import load_model
 
-            background = rundir.open_model(background)[0]
+            background = load_model(background)
         self.background, self.k, self.seed = background, int(k), int(seed)
         self._nll = NLL(k, seed)
 

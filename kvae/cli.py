@@ -15,6 +15,8 @@ from pathlib import Path
 
 import numpy as np
 
+import kvae
+
 EXIT_BAD_INPUT, EXIT_FAILED, EXIT_INTERRUPTED = 2, 1, 130  # FAILED: NaN loss, or an export that failed its check
 
 
@@ -293,7 +295,7 @@ def cmd_score(args):
     names = [n.strip() for n in args.score.split(",") if n.strip()]
     scorers = [anomaly.get(n, **({"k": args.k} if "k" in anomaly.parameters(n) else {})) for n in names]
     cfg = rundir.load_config(args.run_dir)
-    model = rundir.load_model(args.run_dir)
+    model = kvae.load_model(args.run_dir)
     if kdata.is_streamable(args.data):
         data, labels, binarize, where = runs.stream_inputs(cfg, args.data, model.data_shape)
     else:
@@ -324,7 +326,7 @@ def cmd_evaluate(args):
 def cmd_sample(args):
     from kvae import plots, rundir
 
-    model = rundir.load_model(args.run_dir)
+    model = kvae.load_model(args.run_dir)
     if args.label is not None and not model.conditional:
         raise rundir.RunError("--label needs a conditional run (trained with --conditional)")
     labels = args.label
@@ -400,7 +402,7 @@ def _scorer_threshold(args):
         raise ValueError(f"--fpr must be in (0, 1), got {args.fpr}")
     if not rundir.is_run(args.source):
         raise ValueError(f"--fpr calibrates on a run's validation split; {args.source} is not a run directory")
-    cfg, model = rundir.load_config(args.source), rundir.load_model(args.source)
+    cfg, model = rundir.load_config(args.source), kvae.load_model(args.source)
     x, y = runs.prepare_data(cfg).validation
     elbo = anomaly.NegativeELBO()(model, x, y if model.conditional else None)
     scores = {"elbo": elbo}
@@ -419,7 +421,7 @@ def _run_model_and_test(run_dir, n=None):
     from kvae import rundir, runs
 
     cfg = rundir.load_config(run_dir)
-    model = rundir.load_model(run_dir)
+    model = kvae.load_model(run_dir)
     ds = runs.prepare_data(cfg)
     x, y = ds.test
     y = y if model.conditional else None
@@ -445,9 +447,9 @@ def cmd_interpolate(args):
 
 
 def cmd_traverse(args):
-    from kvae import latent, plots, rundir
+    from kvae import latent, plots
 
-    model = rundir.load_model(args.run_dir)
+    model = kvae.load_model(args.run_dir)
     if model.conditional:
         raise ValueError("traverse draws no label: use an unconditional run")
     images = latent.traverse(model, args.dims)
@@ -457,9 +459,9 @@ def cmd_traverse(args):
 
 
 def cmd_latent_map(args):
-    from kvae import latent, plots, rundir
+    from kvae import latent, plots
 
-    model = rundir.load_model(args.run_dir)
+    model = kvae.load_model(args.run_dir)
     plots.save_grid(latent.latent_map(model, args.n), args.out, columns=args.n,
                     title="decoded z over [-3, 3]^2")
     return _wrote(args.out)
@@ -484,7 +486,7 @@ def cmd_anomalies(args):
     from kvae import anomaly, files, latent, plots, rundir, runs
 
     score = _anomaly_score(args)
-    cfg, model = rundir.load_config(args.run_dir), rundir.load_model(args.run_dir)
+    cfg, model = rundir.load_config(args.run_dir), kvae.load_model(args.run_dir)
     ds = runs.prepare_data(cfg)
     if args.data:
         x, y, where = runs.prepare_inputs(cfg, args.data, model.data_shape)

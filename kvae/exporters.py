@@ -86,19 +86,22 @@ def load_source(path):
     """The model to export and the metadata written beside it.
 
     Args:
-        path: str or Path, a run directory or a `.keras` file (`kvae.rundir.open_model`).
+        path: str or Path, a run directory or a `.keras` file (`kvae.load_model`).
 
     Returns:
         (kvae.VAE, dict: kvae version, latent_dim, input_shape, likelihood,
         outputs, num_classes, prior, int8 logit clip, training summary, source).
+
+    Raises:
+        ExportError naming the path if it cannot be loaded.
     """
     import kvae
-    from kvae import rundir
+    from kvae import saving
 
     path = Path(path)
     try:
-        model, summary = rundir.open_model(path)
-    except rundir.RunError as e:
+        model, summary = saving.load_model(path), saving.read_summary(path) if path.is_dir() else {}
+    except ValueError as e:
         raise ExportError(str(e)) from None
     metadata = {
         "kvae_version": kvae.__version__,

@@ -21,7 +21,6 @@ Example:
 
 import numpy as np
 
-from kvae import evaluate
 
 __all__ = ["slerp", "interpolate", "traverse", "latent_map", "rank", "mask", "corrupt",
            "denoise", "inpaint", "MASKS"]

@@ -14,7 +14,8 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from kvae import data, distributions, fused, networks, objectives, priors, progress, replicas
+from kvae import distributions, fused, networks, objectives, priors, progress, replicas
+from kvae.data import checks
 
 __all__ = ["VAE"]
 
@@ -165,7 +166,7 @@ class VAE(keras.Model):
         """x as a tensor, after checking its per-example shape and, for a
         conditional model, that labels are given (ValueError otherwise)."""
         x = tf.convert_to_tensor(x)
-        data.check_shape(x.shape, self.data_shape)
+        checks.check_shape(x.shape, self.data_shape)
         if self.conditional and labels is None:
             self._one_hot(None)  # raises the explanatory error
         return x
@@ -204,7 +205,7 @@ class VAE(keras.Model):
             raise ValueError(f"n must be >= 1, got {n}.")
         if self.conditional and labels is not None:
             labels = np.broadcast_to(np.asarray(labels, np.int32), (int(n),))
-            data.check_label_range(labels, self.num_classes)
+            checks.check_label_range(labels, self.num_classes)
         seed = random.randrange(2**31) if seed is None else int(seed)
         z = self.prior.distribution(self).sample(int(n), seed=tf.constant([seed, 0], tf.int32))
         return self.decode(z, labels)
@@ -328,12 +329,12 @@ class VAE(keras.Model):
 
     # ------------------------------------------------- data checks up front
     def fit(self, x=None, y=None, *args, validation_data=None, **kwargs):
-        data.check_for_model(self, x, y)
+        checks.check_for_model(self, x, y)
         if validation_data is not None:
-            data.check_for_model(self, *data.split_validation(validation_data), where="the validation data")
+            checks.check_for_model(self, *checks.split_validation(validation_data), where="the validation data")
         self._fit_steps_per_execution(x, kwargs.get("batch_size"), kwargs.get("steps_per_epoch"))
         return super().fit(x, y, *args, validation_data=validation_data, **progress.with_progbar(kwargs))
 
     def evaluate(self, x=None, y=None, *args, **kwargs):
-        data.check_for_model(self, x, y)
+        checks.check_for_model(self, x, y)
         return super().evaluate(x, y, *args, **progress.with_progbar(kwargs))

@@ -1,6 +1,6 @@
-"""Reading a run directory: its config, state, checkpoints and summary.
-Used by training (kvae.runs), the exporters and the CLI, so none of them
-depends on another to open a run.
+"""Reading a run directory: its config and state (its checkpoints and summary
+open with `kvae.load_model` and `kvae.saving.read_summary`, which the tools that
+read a model use without the run layer).
 
 RUN_DIR/
   config.json          everything needed to rebuild the model and its data
@@ -18,11 +18,10 @@ import json
 from pathlib import Path
 
 from kvae.config import RunError, TrainConfig
+from kvae.saving import CONFIG_FILE
 
-__all__ = ["CONFIG_FILE", "STATE_FILE", "is_run", "load_config", "load_model", "read_state", "best_so_far",
-           "read_summary", "open_model"]
+__all__ = ["CONFIG_FILE", "STATE_FILE", "is_run", "load_config", "read_state", "best_so_far"]
 
-CONFIG_FILE = "config.json"
 STATE_FILE = "state.json"
 
 
@@ -62,32 +61,6 @@ def load_config(run_dir):
     if not isinstance(raw, dict) or "train" not in raw:
         raise RunError(f"{path} has no \"train\" settings; it is not a kvae run's config.")
     return TrainConfig.from_dict(raw["train"], where=str(path))
-
-
-def load_model(run_dir, which="best"):
-    """A run's checkpoint, loaded.
-
-    Args:
-        run_dir: str or Path; which: 'best' or 'last' (falls back to last.keras).
-
-    Returns:
-        kvae.VAE; RunError if the run has no checkpoint or it is unreadable.
-    """
-    import kvae
-
-    run_dir = Path(run_dir)
-    if not is_run(run_dir):
-        raise RunError(f"{run_dir} is not a kvae run directory (no {CONFIG_FILE}).")
-    path = run_dir / f"{which}.keras"
-    if not path.exists():
-        path = run_dir / "last.keras"
-    if not path.exists():
-        raise RunError(f"{run_dir} has no checkpoint yet (no finished epoch).")
-    try:
-        return kvae.load_model(path)
-    except ValueError as e:
-        raise RunError(str(e)) from None
-
 
 def read_state(run_dir):
     """state.json, validated. A run that has no state.json and no checkpoint
@@ -135,44 +108,3 @@ def best_so_far(state, monitor, mode):
         return state["best"], state["best_epoch"]
     return (state["best"] if mode == "min" else -state["best"]), state["best_epoch"]
 
-
-def read_summary(run_dir):
-    """summary.json: the test metrics written when training ended.
-
-    Args:
-        run_dir: str or Path.
-
-    Returns:
-        dict, {} if the run has not ended.
-    """
-    path = Path(run_dir) / "summary.json"
-    return _read_json(path, "the run's summary cannot be read.") if path.exists() else {}
-
-
-def open_model(path, which="best"):
-    """(model, the run's summary) from a run directory or a `.keras` file.
-
-    Args:
-        path: str or Path, a run directory or a `.keras` file saved from a kvae model.
-        which: 'best' or 'last' (run directories).
-
-    Returns:
-        (a `kvae.VAE`, dict): the summary is {} for a `.keras` file.
-
-    Raises:
-        RunError naming the path if it is neither, or cannot be loaded.
-    """
-    import kvae
-
-    path = Path(path)
-    if path.is_dir():
-        return load_model(path, which), read_summary(path)
-    if path.suffix == ".keras" and path.is_file():
-        try:
-            model = kvae.load_model(path)
-        except ValueError as e:
-            raise RunError(f"Cannot load {path} as a Keras model: {e}") from None
-        if not isinstance(model, kvae.VAE):
-            raise RunError(f"{path} holds a {type(model).__name__}, not a kvae.VAE.")
-        return model, {}
-    raise RunError(f"{path} is neither a kvae run directory nor a .keras file.")

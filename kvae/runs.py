@@ -30,7 +30,8 @@ import numpy as np
 from kvae import data as kdata
 from kvae import files
 from kvae.config import RunError, TrainConfig, RESUMABLE, flag
-from kvae.rundir import CONFIG_FILE, STATE_FILE, is_run, load_config, load_model, read_state  # noqa: F401 - is_run: kvae.runs.is_run of kvae 0.1
+from kvae.rundir import CONFIG_FILE, STATE_FILE, load_config, read_state
+from kvae.saving import load_model
 
 __all__ = ["prepare_data", "prepare_inputs", "stream_inputs", "build_model", "train", "resume", "resume_config", "evaluate",
            "weights_digest"]

@@ -116,7 +116,7 @@ def _capture_grids(monkeypatch):
 
 def test_latent_commands_show_what_the_python_api_computes(trained_run, tmp_path, monkeypatch):
     shown = _capture_grids(monkeypatch)
-    model = rundir.load_model(trained_run)
+    model = kvae.load_model(trained_run)
     x = runs.prepare_data(rundir.load_config(trained_run)).test[0][:4]
     assert run_cli("denoise", trained_run, "--n", 4, "--noise", 0.2, "--out", tmp_path / "d.png") == 0
     noisy = latent.corrupt(x, 0.2, seed=0)
@@ -138,7 +138,7 @@ def test_traverse_does_not_load_the_dataset(trained_run, tmp_path, monkeypatch):
 
 
 def test_traversal_around_an_input_starts_from_its_mode(trained_run):
-    model = rundir.load_model(trained_run)
+    model = kvae.load_model(trained_run)
     x = runs.prepare_data(rundir.load_config(trained_run)).test[0][:1]
     mode = model.encode(x)[0].numpy()[0]
     images = latent.traverse(model, dims=[0], values=[-1.0, float(mode[0]), 2.0], x=x[0])

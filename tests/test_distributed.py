@@ -120,6 +120,7 @@ def test_cli_multiworker_one_writer_and_a_killed_worker_resumes_to_the_same_weig
     weights, bit for bit."""
     from sklearn.datasets import load_digits
 
+    import kvae
     from kvae import rundir, runs
 
     data = tmp_path / "digits.npy"
@@ -130,7 +131,7 @@ def test_cli_multiworker_one_writer_and_a_killed_worker_resumes_to_the_same_weig
     whole = tmp_path / "whole"
     chief, worker = _finish(_cli_cluster(tmp_path, *flags, "--out", whole))
     assert "trained 3 epochs" in chief, chief[-3000:]
-    digest = runs.weights_digest(rundir.load_model(whole, "last"))
+    digest = runs.weights_digest(kvae.load_model(whole, "last"))
     assert f"final weights sha256 {digest}" in worker, worker[-3000:]
     single = {"best.keras", "last.keras", "config.json", "state.json", "summary.json", "metrics.csv",
               "curves.png", "images", "tensorboard"}
@@ -156,6 +157,6 @@ def test_cli_multiworker_one_writer_and_a_killed_worker_resumes_to_the_same_weig
 
     chief, worker = _finish(_cli_cluster(tmp_path, "--resume", killed))
     assert "trained 3 epochs" in chief, chief[-3000:]
-    assert runs.weights_digest(rundir.load_model(killed, "last")) == digest
+    assert runs.weights_digest(kvae.load_model(killed, "last")) == digest
     assert f"final weights sha256 {digest}" in worker, worker[-3000:]
     assert len((killed / "metrics.csv").read_text().splitlines()) == 1 + 3

@@ -1,6 +1,6 @@
 """The documentation runs: every docstring Example in kvae (doctest), the
 ~30-line example part in docs/ARCHITECTURE.md, and every module's public
-surface is declared (`__all__`) and documented."""
+surface is declared (`__all__`) and documented (module sizes: tests/test_layers.py)."""
 
 import doctest
 import importlib
@@ -44,9 +44,6 @@ def test_public_surface_is_declared_and_documented(name):
         return  # a command, not an API: its surface is `kvae --help`
     assert hasattr(module, "__all__"), f"kvae.{name} has no __all__"
     assert module.__doc__ and len(module.__doc__.strip()) > 40, name
-    lines = len(inspect.getsource(module).splitlines())
-    if lines > 350:  # a big module says why in its docstring
-        assert re.search(r"[Oo]ver 350 lines", module.__doc__), f"kvae.{name} has {lines} lines and no reason"
     for public in module.__all__:
         obj = getattr(module, public)
         if not (inspect.isfunction(obj) or inspect.isclass(obj)):

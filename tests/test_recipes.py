@@ -70,7 +70,7 @@ def test_recipe_trains_and_reports_log_px_on_the_stand_in(name, tmp_path):
     # a working model is between that entropy and 1 nat a pixel (a fair coin is 0.69);
     # the k = 20 estimate is a tighter bound than the one-sample ELBO (60 examples: 2 nats of slack)
     assert -784 * 1.0 < ll < -784 * 0.2 and ll > elbo - 2.0
-    model = runs.load_model(tmp_path / "run", "best")
+    model = kvae.load_model(tmp_path / "run", "best")
     posterior, prior, objective, latent = PARTS[name]
     assert (type(model.posterior).__name__, type(model.prior).__name__, type(model.objective).__name__,
             model.latent_dim) == (posterior, prior, objective, latent)
@@ -233,7 +233,7 @@ def test_a_resumed_recipe_continues_its_patience_time_and_cosine(tmp_path):
 
 def _decay(run):
     """The weight decay the run's last checkpoint took its last step with."""
-    return float(keras.ops.convert_to_numpy(runs.load_model(run, "last").optimizer.weight_decay))
+    return float(keras.ops.convert_to_numpy(kvae.load_model(run, "last").optimizer.weight_decay))
 
 
 #: `kvae` with the vae recipe's decoder decay growing 0.1 -> 0.3 over the run (no shipped recipe grows it)
