@@ -20,7 +20,7 @@ __all__ = ["SetEpoch", "RunCheckpoint", "ImageGrids", "TrainingCurves",
 
 
 def _objective_variable(model, name, callback, needs):
-    variable = getattr(model.objective, name, None)
+    variable = {"kl_weight": model.objective.kl_weight, "capacity": model.objective.capacity}[name]
     if variable is None:
         raise ValueError(f"{callback} needs {needs}; this model's objective is {model.objective!r}.")
     return variable

@@ -117,8 +117,6 @@ class TrainConfig:
             (self.kl_schedule in ("linear", "cyclical"), "--kl-schedule must be linear or cyclical"),
             (self.capacity_gamma >= 0, f"--capacity-gamma must be >= 0, got {self.capacity_gamma}"),
             (self.max_capacity >= 0, f"--max-capacity must be >= 0, got {self.max_capacity}"),
-            (not (self.kl_warmup and self.objective == "dreg"),
-             "--kl-warmup weights the KL term of the elbo or iwae objective; dreg's gradient has no KL weight"),
             (0 <= self.eval_k <= 100000, f"--eval-k must be in 0..100000, got {self.eval_k}"),
             (self.time_limit >= 0, f"--time-limit must be >= 0 minutes, got {self.time_limit}"),
             (self.lr_decay in ("none", "cosine"), f"--lr-decay must be none or cosine, got {self.lr_decay}"),
@@ -137,6 +135,20 @@ class TrainConfig:
         for ok, message in checks:
             if not ok:
                 raise RunError(message)
+        if self.kl_warmup and not self._part("objective").supports_kl_warmup:
+            raise RunError(f"--kl-warmup weights the KL term of the objective; {self.objective}'s gradient has no "
+                           "KL weight")
+
+    def _part(self, kind):
+        """The part this config names for `kind` ('likelihood', 'objective'), with its defaults, to read
+        what it declares; RunError naming the flag if the name is not registered."""
+        from kvae import registry
+
+        name = getattr(self, kind)
+        try:
+            return registry.get(kind, name)
+        except ValueError as e:
+            raise RunError(f"--{kind}: {e}") from None
 
     @classmethod
     def from_dict(cls, raw, where="the config"):
@@ -174,7 +186,7 @@ class TrainConfig:
     def binarization(self):
         if self.binarize:
             return self.binarize
-        return "dynamic" if self.likelihood in ("bernoulli", "continuous_bernoulli") else "none"
+        return "dynamic" if self._part("likelihood").unit_interval else "none"
 
 
 def _type_ok(value, kind, nullable):

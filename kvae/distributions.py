@@ -73,9 +73,30 @@ class Posterior(_Named):
     support = "euclidean"
     #: whether `distribution(params)` is a `tfd.Distribution` (a VampPrior mixes them)
     closed_form = True
+    #: whether q(z|x) is a diagonal Gaussian whose parameters `mean_log_var` gives
+    #: (the VampPrior then mixes them in closed form)
+    diagonal_gaussian = False
+    #: whether `base_mean_log_var` gives the diagonal Gaussian that a flow transforms
+    #: (the posterior itself without a flow; VampPrior(components='base') mixes those)
+    has_base_gaussian = False
+    #: the size of the top layer of two stochastic layers (z2 = z[..., :top_dim]); None for one layer
+    top_dim = None
 
     def check(self, model):
         """Raise ValueError if the model's other parts do not suit this posterior."""
+
+    def mode_stddev(self, params):
+        """The mode of q (the mean, for Gaussians; the mean direction on the sphere) and the
+        marginal standard deviations, each [B, latent_dim]: what `VAE.encode` returns."""
+        raise NotImplementedError
+
+    def mean_log_var(self, params):
+        """(mean, clamped log-variance), each [B, latent_dim], where `diagonal_gaussian`."""
+        raise ValueError(f"The {self.name} posterior is not a diagonal Gaussian (it has no mean_log_var).")
+
+    def base_mean_log_var(self, params):
+        """The base Gaussian's (mean, clamped log-variance), each [B, latent_dim], where `has_base_gaussian`."""
+        raise ValueError(f"The {self.name} posterior has no base Gaussian (it has no base_mean_log_var).")
 
     def has_kl_per_dim(self, prior):
         """Whether `kl_per_dim` is available against `prior`."""
@@ -133,10 +154,6 @@ class Density:
     def log_prob(self, z):
         return self.posterior.log_prob(self.params, z)
 
-    def mode_stddev(self, params):
-        """The mode of q (the mean, for Gaussians) and the marginal standard
-        deviations, each [B, latent_dim]."""
-        raise NotImplementedError
 
 
 @keras.saving.register_keras_serializable(package="kvae")
@@ -156,6 +173,7 @@ class DiagonalGaussian(Posterior):
     """
 
     name = "diagonal"
+    diagonal_gaussian = has_base_gaussian = True
 
     def __init__(self, log_var_min=LOG_VAR_MIN, log_var_max=LOG_VAR_MAX):
         self.log_var_min, self.log_var_max = float(log_var_min), float(log_var_max)
@@ -176,7 +194,10 @@ class DiagonalGaussian(Posterior):
         return mean, tf.clip_by_value(log_var, self.log_var_min, self.log_var_max)
 
     _split = mean_log_var
-    base_mean_log_var = mean_log_var  # no flow: the base Gaussian is the posterior (VampPrior(components="base"))
+
+    def base_mean_log_var(self, params):
+        """No flow: the base Gaussian is the posterior itself."""
+        return self.mean_log_var(params)
 
     def mode_stddev(self, params):
         mean, log_var = self._split(params)
@@ -191,7 +212,7 @@ class DiagonalGaussian(Posterior):
         return mean + stddev * eps
 
     def has_kl_per_dim(self, prior):
-        return bool(getattr(prior, "standard_normal", False))
+        return prior.standard_normal
 
     def kl_per_dim(self, params, prior):
         """KL(q_j || N(0, 1)) for each latent dimension j: [B, latent_dim].

@@ -72,7 +72,7 @@ def log_likelihood(model, x, labels=None, k=1000, chunk=100, batch_size=256, see
         raise ValueError("chunk and batch_size must be >= 1.")
     x = np.asarray(x, np.float32)
     model.check_inputs(x[:1], None if labels is None else labels[:1])
-    components = int(getattr(model.prior, "num_components", 1))
+    components = int(model.prior.num_components)
     chunk = max(1, min(int(chunk), ROWS_BY_COMPONENTS // (int(batch_size) * components)))
 
     prior = model.prior.distribution(model)  # fixed during evaluation: the VampPrior's encoder runs once

@@ -173,6 +173,7 @@ class IAFPosterior(Posterior, keras.layers.Layer):
 
     name = "iaf"
     closed_form = False
+    has_base_gaussian = True
 
     def __init__(self, num_steps=2, hidden_units=320, context_dim=16, gate_bias=1.0, **kwargs):
         kwargs.setdefault("dtype", "float32")

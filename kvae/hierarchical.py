@@ -259,7 +259,7 @@ class HierarchicalVampPrior(Prior):
         super().check(model)
         if model.conditional:
             raise ValueError("The hierarchical VampPrior is not supported for a conditional model.")
-        if getattr(model.posterior, "top_dim", None) != self.top_dim:
+        if model.posterior.top_dim != self.top_dim:
             raise ValueError(f"The hierarchical_vamp prior needs the 'hierarchical' posterior with top_dim="
                              f"{self.top_dim}; got {model.posterior!r}.")
 

@@ -127,6 +127,14 @@ class Objective:
     """
 
     name = None
+    #: the float32 variable a KL warm-up sets (`kvae.callbacks.KLWarmup`), made by `build`; None: no KL weight
+    kl_weight = None
+    #: the variable a capacity schedule sets (`kvae.callbacks.CapacityAnnealing`), made by `build`; None: none
+    capacity = None
+    #: whether a KL warm-up weights this objective's gradient (DReG's estimator does not use the weight)
+    supports_kl_warmup = True
+    #: whether `loss` at full KL weight is the bound to select models by (IWAE's L_k); False: the ELBO selects
+    selects_by_loss = False
 
     def __init__(self, num_samples=1):
         if not int(num_samples) >= 1:
@@ -307,6 +315,7 @@ class IWAE(Objective):
 
     name = "iwae"
     beta = 1.0
+    selects_by_loss = True
 
     def __init__(self, num_samples=5):
         super().__init__(num_samples)
@@ -352,12 +361,13 @@ class DReG(IWAE):
 
     name = "dreg"
     persistent_tape = True
+    supports_kl_warmup = False
 
     def build(self):
         """DReG has no KL weight (no warm-up): its surrogate is for L_k itself."""
 
     def check(self, model):
-        if getattr(model.prior, "uses_encoder", False):
+        if model.prior.uses_encoder:
             raise ValueError(f"The 'dreg' objective carries the encoder's gradient back through z only, but the "
                              f"{type(model.prior).__name__} is computed by the encoder: use 'iwae' with it.")
 

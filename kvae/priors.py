@@ -79,7 +79,10 @@ class Prior(keras.layers.Layer):
     `model` is the owning VAE; only priors defined through the encoder (the
     VampPrior) use it. `support` ('euclidean' or 'sphere') must match the
     posterior's; `standard_normal` says whether p(z) = N(0, I) (then per-
-    dimension KLs exist, e.g. for free bits).
+    dimension KLs exist, e.g. for free bits); `uses_encoder` whether
+    `distribution(model)` runs the model's encoder (DReG cannot tell its
+    gradient apart then); `num_components` how many mixture components it has
+    (evaluation sizes its chunks by it).
 
     Args:
         latent_dim: int >= 1.
@@ -88,6 +91,8 @@ class Prior(keras.layers.Layer):
 
     support = "euclidean"
     standard_normal = False
+    uses_encoder = False
+    num_components = 1
 
     def __init__(self, latent_dim, **kwargs):
         kwargs.setdefault("dtype", "float32")
@@ -227,13 +232,13 @@ class VampPrior(Prior):
         if model.conditional:
             raise ValueError("The VampPrior is not supported for a conditional model.")
         if self.components == "base":
-            if not hasattr(model.posterior, "base_mean_log_var"):
+            if not model.posterior.has_base_gaussian:
                 raise ValueError(f"VampPrior(components='base') mixes the posterior's base Gaussians; the "
                                  f"{model.posterior.name!r} posterior has none (no base_mean_log_var).")
         elif not model.posterior.closed_form:
             hint = (" VampPrior(components='base') mixes its base Gaussians instead (prior='vamp_base', "
                     "--prior vamp_base)."
-                    if hasattr(model.posterior, "base_mean_log_var") else "")
+                    if model.posterior.has_base_gaussian else "")
             raise ValueError(f"The VampPrior is a mixture of posteriors, which needs a closed-form posterior; the "
                              f"{model.posterior.name!r} posterior is not one (for two stochastic layers use "
                              f"posterior='hierarchical' with prior='hierarchical_vamp').{hint}")
@@ -255,7 +260,7 @@ class VampPrior(Prior):
         params = model.encode_params(self.pseudo_inputs())
         if self.components == "base":
             return DiagonalMixture(*model.posterior.base_mean_log_var(params))
-        if hasattr(model.posterior, "mean_log_var"):
+        if model.posterior.diagonal_gaussian:
             return DiagonalMixture(*model.posterior.mean_log_var(params))
         return tfd.MixtureSameFamily(
             mixture_distribution=tfd.Categorical(logits=tf.zeros([self.num_pseudo_inputs])),

@@ -180,7 +180,10 @@ class Recipe:
     def monitor(self):
         """(metric, mode) of model selection: the validation bound the recipe
         optimises, or the ELBO where a warm-up weights the KL in the loss."""
-        bound = self.settings.get("objective") in ("iwae", "dreg") and not self.settings.get("kl_warmup")
+        from kvae import objectives
+
+        bound = (objectives.get(self.settings.get("objective", "elbo")).selects_by_loss
+                 and not self.settings.get("kl_warmup"))
         return ("val_loss", "min") if bound else ("val_elbo", "max")  # a warm-up weights val_loss
 
     def callbacks(self, state=None):
