@@ -46,7 +46,7 @@ def main():
             model.compile(optimizer="adam")
             model.fit(x, epochs=args.epochs, batch_size=64, verbose=0)
             model.save(Path(tmp) / f"{name}.keras")
-            variants = [v for v in exporters.TFLITE_VARIANTS if (name, v) not in exporters.UNSUPPORTED]
+            variants = [v for v in exporters.TFLITE_VARIANTS if v not in kvae.registry.get("likelihood", name).tflite_refuses]
             report = exporters.export(Path(tmp) / f"{name}.keras", Path(tmp) / name, tflite_variants=variants,
                                       log=lambda *a: None)
             for row in report["rows"][1:]:

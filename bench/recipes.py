@@ -6,10 +6,11 @@ a killed run continues where it stopped when this script is started again
 with the same arguments (it resumes the run directory).
 
     python bench/recipes.py --data-dir ../shared/data [--recipes vae,vamp] [--time-limit MINUTES] [--seed N]
-        [--out runs/recipes]
+        [--out runs/recipes] [--record]
 
 Appends one JSON line per finished recipe to OUT/results.jsonl and prints the
-row for bench/RESULTS.md. Run it alone on the machine: the time limit is wall
+row for bench/RESULTS.md; with --record it also writes the figure into
+kvae/recipes_measured.json, which `kvae recipes` shows. Run it alone on the machine: the time limit is wall
 time, and anything else running costs epochs.
 """
 
@@ -68,6 +69,18 @@ def run(name, args, out):
                 commit=_commit(), goal=recipes.get(name).goal_text())
 
 
+def record(row):
+    """Write a finished recipe's figure into kvae's measured-figures file (atomically)."""
+    from kvae import files, recipes
+
+    table = json.loads(recipes.MEASURED_FILE.read_text()) if recipes.MEASURED_FILE.is_file() else {"recipes": {}}
+    table["recipes"][row["recipe"]] = dict(
+        nll=round(row["valid_nll"], 2), minutes=round(row["train_minutes"], 1), epochs=row["epochs"],
+        where=f"best epoch {row['best_epoch']}; valid split, k={row['k']}, which also selected; seed {row['seed']}; "
+              f"commit {row['commit']}")
+    files.write_json(recipes.MEASURED_FILE, table)
+
+
 def main():
     from kvae import recipes
 
@@ -81,6 +94,8 @@ def main():
     parser.add_argument("--k", type=int, default=5000, help="importance samples of the final evaluation")
     parser.add_argument("--out", default="runs/recipes")
     parser.add_argument("--force", action="store_true", help="replace finished runs in --out")
+    parser.add_argument("--record", action="store_true", help="write each finished recipe's figure into "
+                        "kvae/recipes_measured.json, which `kvae recipes` shows (not for pilots)")
     args = parser.parse_args()
     names = args.recipes.split(",")
     unknown = [n for n in names if n not in recipes.RECIPES]
@@ -92,6 +107,8 @@ def main():
         row = run(name, args, out)
         with open(out / "results.jsonl", "a") as f:
             f.write(json.dumps(row) + "\n")
+        if args.record:
+            record(row)
         print(f"| {name} | {row['valid_nll']:.2f} | {row['goal']} | {row['train_minutes']:.1f} | {row['eval_minutes']:.1f} | "
               f"{row['epochs']} (best {row['best_epoch']}) | {row['peak_rss_mb']:.0f} | {row['commit']} |", flush=True)
 

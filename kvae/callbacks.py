@@ -84,7 +84,7 @@ class RunCheckpoint(keras.callbacks.Callback):
             return
         self._save_model("last.keras")
         current = float(np.mean(logs.get(self.monitor, logs.get("loss"))))
-        best, _ = best_so_far(state, self.monitor, self.mode)
+        best, _ = best_so_far(state, self.monitor)
         if best is None or (current < best if self.mode == "min" else current > best):
             with averaged_weights(self.model):
                 self._save_model("best.keras")

@@ -11,14 +11,14 @@ Example:
 
 import dataclasses
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from kvae import data as kdata
 
 __all__ = ["RunError", "TrainConfig", "RESUMABLE", "flag"]
 
 RESUMABLE = ("epochs", "data_dir", "download", "time_limit")
-_FLAGS = {"learning_rate": "--lr"}
+_FLAGS = {"learning_rate": "--lr", **{f"{k}_options": f"--{k}-option" for k in ("likelihood", "posterior", "prior", "objective")}}
 
 
 def flag(field):
@@ -54,6 +54,9 @@ class TrainConfig:
         perturb: share in [0, 1) of training pixels replaced by uniform noise, drawn anew every
             epoch: trains the background model of `kvae.anomaly.LikelihoodRatio`.
         network, latent_dim, likelihood, posterior, prior: the model's parts (registry names).
+        likelihood_options, posterior_options, prior_options, objective_options: dict, keyword
+            arguments of those parts (`--objective-option floor=2`; `kvae.registry.build` refuses
+            an option a part does not take).
         beta, objective, num_samples, free_bits, capacity_gamma: the objective (see `kvae.VAE`).
         kl_warmup, kl_schedule, max_capacity: the schedules (`kvae.callbacks`).
         conditional: bool; epochs, batch_size, learning_rate, steps_per_execution, seed: training.
@@ -98,6 +101,10 @@ class TrainConfig:
     time_limit: float = 0.0  # minutes of training after which no new epoch starts (0: none)
     lr_decay: str = "none"  # 'cosine': the learning rate falls to 0 by the run's end (--epochs or --time-limit)
     recipe: str = None  # a kvae.recipes name: the model and schedule are the recipe's
+    likelihood_options: dict = field(default_factory=dict)
+    posterior_options: dict = field(default_factory=dict)
+    prior_options: dict = field(default_factory=dict)
+    objective_options: dict = field(default_factory=dict)
 
     def validate(self):
         finite = [f"{flag(k)} must be a finite number, got {getattr(self, k)}"
@@ -162,7 +169,7 @@ class TrainConfig:
             raise RunError(f"{where}: unknown setting(s) {', '.join(map(repr, unknown))}.")
         for key, value in raw.items():
             f = fields[key]
-            if not _type_ok(value, f.type, nullable=f.default is None):
+            if not _type_ok(value, f.type, nullable=f.default is None and f.default_factory is dataclasses.MISSING):
                 raise RunError(f"{where}: {key!r} must be {f.type.__name__}"
                                f"{' or null' if f.default is None else ''}, got {value!r}.")
         cfg = cls(**raw)

@@ -19,7 +19,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-__all__ = ["log_weights", "log_likelihood", "posterior_modes", "active_units", "summary", "ROWS_BY_COMPONENTS"]
+__all__ = ["log_weights", "log_likelihood", "batches", "posterior_modes", "active_units", "summary", "ROWS_BY_COMPONENTS"]
 
 #: log_likelihood's bound on (examples x samples x prior components) per call
 ROWS_BY_COMPONENTS = 2**22
@@ -98,9 +98,17 @@ def log_likelihood(model, x, labels=None, k=1000, chunk=100, batch_size=256, see
     return out
 
 
-def _batches(x, labels, batch_size):
+def batches(x, labels, batch_size):
+    """Consecutive batches of an in-memory array, as tensors: the one batching helper of the tools.
+
+    Args:
+        x: numpy [N, ...]; labels: int [N] or None; batch_size: int >= 1.
+
+    Returns:
+        an iterator of (start, x batch tensor, labels batch int32 tensor or None).
+    """
     for start in range(0, len(x), batch_size):
-        yield (tf.constant(x[start:start + batch_size]),
+        yield (start, tf.constant(x[start:start + batch_size]),
                None if labels is None else tf.constant(np.asarray(labels[start:start + batch_size], np.int32)))
 
 
@@ -116,7 +124,7 @@ def posterior_modes(model, x, labels=None, batch_size=256):
         (modes float32 [N, latent_dim], params float32 [N, num_params]).
     """
     modes, params = [], []
-    for xb, lb in _batches(np.asarray(x, np.float32), labels, batch_size):
+    for _, xb, lb in batches(np.asarray(x, np.float32), labels, batch_size):
         p = model.encode_params(xb, lb)
         params.append(p.numpy())
         modes.append(model.posterior.mode_stddev(p)[0].numpy())
@@ -162,7 +170,7 @@ def summary(model, x, labels=None, k=100, batch_size=256, seed=0, verbose=0):
     x = np.asarray(x, np.float32)
     model.check_inputs(x[:1], None if labels is None else labels[:1])
     recon, kl = [], []
-    for i, (xb, lb) in enumerate(_batches(x, labels, batch_size)):
+    for i, (_, xb, lb) in enumerate(batches(x, labels, batch_size)):
         terms = model.terms(xb, lb, 1, seed=tf.constant([seed, -1 - i], tf.int64))
         recon.append(terms.reconstruction.numpy())
         kl.append(terms.kl.numpy())
@@ -181,7 +189,7 @@ def summary(model, x, labels=None, k=100, batch_size=256, seed=0, verbose=0):
     }
     if model.posterior.has_kl_per_dim(model.prior):
         out["kl_per_dim"] = [float(v) for v in model.posterior.kl_per_dim(params, model.prior).numpy().mean(0)]
-    recon_x = np.concatenate([model.reconstruct(xb, lb).numpy() for xb, lb in _batches(x, labels, batch_size)])
+    recon_x = np.concatenate([model.reconstruct(xb, lb).numpy() for _, xb, lb in batches(x, labels, batch_size)])
     out["reconstruction_mse"] = float(np.mean((recon_x - x) ** 2))
     if k >= 1:
         ll = log_likelihood(model, x, labels, k=k, batch_size=batch_size, seed=seed, verbose=verbose)
@@ -191,20 +199,3 @@ def summary(model, x, labels=None, k=100, batch_size=256, seed=0, verbose=0):
         out["bits_per_dim"] = float(out["negative_elbo"] / (dims * math.log(2)))
     return out
 
-
-_MOVED = {name: "kvae.latent" for name in ("slerp", "interpolate", "traverse", "latent_map", "anomaly_scores",
-                                           "denoise", "inpaint")}
-
-
-def __getattr__(name):
-    """The latent tools moved to kvae.latent, and posterior_means became
-    posterior_modes (kvae 0.2); the old names still work, with a DeprecationWarning."""
-    import importlib
-    import warnings
-
-    if name in _MOVED or name == "posterior_means":
-        new = "kvae.evaluate.posterior_modes" if name == "posterior_means" else f"{_MOVED[name]}.{name}"
-        warnings.warn(f"kvae.evaluate.{name} is now {new}", DeprecationWarning, stacklevel=2)
-        module, attr = new.rsplit(".", 1)
-        return getattr(importlib.import_module(module), attr)
-    raise AttributeError(f"module 'kvae.evaluate' has no attribute {name!r}")

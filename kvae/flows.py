@@ -17,14 +17,14 @@ Example:
     24
 """
 
-import math
 
 import keras
 import numpy as np
 import tensorflow as tf
 
 from kvae import registry
-from kvae.distributions import LOG_VAR_MAX, LOG_VAR_MIN, Density, Posterior
+from kvae.distributions import Density, Posterior
+from kvae.distributions.gaussian import log_density_of_noise, split_mean_log_var
 
 __all__ = ["MaskedDense", "IAFPosterior", "made_steps", "iaf_forward", "iaf_inverse"]
 
@@ -212,10 +212,8 @@ class IAFPosterior(Posterior, keras.layers.Layer):
 
     # ---------------------------------------------------------------- math
     def _split(self, params):
-        params = tf.cast(params, tf.float32)
-        d = self.latent_dim
-        mean, log_var = params[..., :d], tf.clip_by_value(params[..., d:2 * d], LOG_VAR_MIN, LOG_VAR_MAX)
-        return mean, log_var, params[..., 2 * d:]
+        mean, log_var = split_mean_log_var(params, self.latent_dim)
+        return mean, log_var, tf.cast(params, tf.float32)[..., 2 * self.latent_dim:]
 
     def base_mean_log_var(self, params):
         """The base Gaussian's (mean, clamped log-variance), before the flow, each [B, d]."""
@@ -229,7 +227,7 @@ class IAFPosterior(Posterior, keras.layers.Layer):
 
     @staticmethod
     def _base_log_prob(eps, log_var):
-        return -0.5 * tf.reduce_sum(tf.square(eps) + log_var + math.log(2.0 * math.pi), axis=-1)
+        return log_density_of_noise(eps, log_var)
 
     def sample_and_log_prob(self, params, eps, seed=None):
         mean, log_var, context = self._split(params)

@@ -23,28 +23,18 @@ Example:
     (2, 8, 8, 1)
 """
 
-import math
 
 import keras
 import tensorflow as tf
 
 from kvae import registry
-from kvae.distributions import LOG_VAR_MAX, LOG_VAR_MIN, Density, Posterior
+from kvae.distributions import Density, Posterior
+from kvae.distributions.gaussian import log_density, split_mean_log_var
 from kvae.flows import iaf_forward, iaf_inverse, made_steps
 from kvae.networks import GatedDense
 from kvae.priors import DiagonalMixture, Prior
 
 __all__ = ["HierarchicalPosterior", "HierarchicalVampPrior"]
-
-
-def _normal_log_prob(z, mean, log_var):
-    """log N(z; mean, diag(exp(log_var))) summed over the last axis."""
-    return -0.5 * tf.reduce_sum(tf.square(z - mean) * tf.exp(-log_var) + log_var + math.log(2.0 * math.pi), axis=-1)
-
-
-def _mean_log_var(out):
-    mean, log_var = tf.split(tf.cast(out, tf.float32), 2, axis=-1)
-    return mean, tf.clip_by_value(log_var, LOG_VAR_MIN, LOG_VAR_MAX)
 
 
 def _top_dim(latent_dim, top_dim):
@@ -167,13 +157,11 @@ class HierarchicalPosterior(Posterior, keras.layers.Layer):
 
     def top_mean_log_var(self, params):
         """q(z2|x)'s (mean, clamped log-variance), each [B, top_dim]."""
-        params = tf.cast(params, tf.float32)
-        return params[..., :self.top_dim], tf.clip_by_value(params[..., self.top_dim:2 * self.top_dim],
-                                                             LOG_VAR_MIN, LOG_VAR_MAX)
+        return split_mean_log_var(params, self.top_dim)
 
     def _bottom(self, params, z2):
         """q(z1|x, z2)'s (mean, log-variance) for z2 [..., B, top_dim]."""
-        return _mean_log_var(self.bottom(z2, self._context(params)))
+        return split_mean_log_var(self.bottom(z2, self._context(params)))
 
     def _context(self, params):
         """h(x) [B, context_dim]."""
@@ -186,7 +174,7 @@ class HierarchicalPosterior(Posterior, keras.layers.Layer):
         mean1, log_var1 = self._bottom(params, z2)
         z1 = mean1 + tf.exp(0.5 * log_var1) * eps[..., self.top_dim:]
         z = tf.concat([z2, z1], axis=-1)
-        log_q = _normal_log_prob(z2, mean2, log_var2) + _normal_log_prob(z1, mean1, log_var1)
+        log_q = log_density(z2, mean2, log_var2) + log_density(z1, mean1, log_var1)
         if not self.flow_steps:
             return z, log_q
         z, log_det = iaf_forward(self.flow, z, self._context(params))
@@ -202,7 +190,7 @@ class HierarchicalPosterior(Posterior, keras.layers.Layer):
             log_det = iaf_forward(self.flow, z, self._context(params))[1]
         z2, z1 = z[..., :self.top_dim], z[..., self.top_dim:]
         mean2, log_var2 = self.top_mean_log_var(params)
-        return _normal_log_prob(z2, mean2, log_var2) + _normal_log_prob(z1, *self._bottom(params, z2)) - log_det
+        return log_density(z2, mean2, log_var2) + log_density(z1, *self._bottom(params, z2)) - log_det
 
     def distribution(self, params):
         return Density(self, params)
@@ -268,7 +256,7 @@ class HierarchicalVampPrior(Prior):
             raise ValueError("HierarchicalVampPrior.distribution needs the VAE whose encoder it uses.")
         pseudo = tf.sigmoid(tf.cast(self.pseudo_logits, tf.float32))
         top = DiagonalMixture(*model.posterior.top_mean_log_var(model.encode_params(pseudo)))
-        return _TwoLayerPrior(top, lambda z2: _mean_log_var(self.conditional(z2)), self.top_dim)
+        return _TwoLayerPrior(top, lambda z2: split_mean_log_var(self.conditional(z2)), self.top_dim)
 
     def get_config(self):
         return {**super().get_config(), "input_shape": list(self.data_shape),
@@ -285,7 +273,7 @@ class _TwoLayerPrior:
     def log_prob(self, z):
         z = tf.cast(z, tf.float32)
         z2, z1 = z[..., :self.top_dim], z[..., self.top_dim:]
-        return self.top.log_prob(z2) + _normal_log_prob(z1, *self.conditional(z2))
+        return self.top.log_prob(z2) + log_density(z1, *self.conditional(z2))
 
     def sample(self, n, seed):
         seed = tf.cast(seed, tf.int32)

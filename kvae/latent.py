@@ -143,19 +143,6 @@ def latent_map(model, n=15, span=3.0, labels=None):
     lab = None if labels is None else np.full(len(z), int(labels), np.int32)
     return model.decode(z, lab).numpy()
 
-
-def anomaly_scores(model, x, labels=None, k=100, seed=0, verbose=0):
-    """Deprecated (kvae 0.2): `kvae.anomaly.NLL(k, seed)(model, x, labels)`,
-    or any other score of kvae.anomaly."""
-    import warnings
-
-    from kvae import anomaly
-
-    warnings.warn("kvae.latent.anomaly_scores is now kvae.anomaly.NLL(k, seed)(model, x, labels)",
-                  DeprecationWarning, stacklevel=2)
-    return anomaly.NLL(k, seed)(model, x, labels, verbose)
-
-
 def rank(scores, n):
     """The indices of the n highest and the n lowest scores.
 

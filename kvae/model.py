@@ -149,7 +149,7 @@ class VAE(keras.Model):
 
     @classmethod
     def from_config(cls, config):
-        return cls(**config)  # also reads the configs of kvae <= 0.1 (objective name + beta, ...)
+        return cls(**config)
 
     # ------------------------------------------------------------- forward
     def _one_hot(self, labels):

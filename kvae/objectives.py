@@ -246,8 +246,10 @@ class FreeBitsELBO(ELBO):
 
     def check(self, model):
         if not model.posterior.has_kl_per_dim(model.prior):
-            raise ValueError("free_bits needs the 'diagonal' posterior and the 'standard_normal' prior "
-                             "(it floors each dimension's analytic KL).")
+            raise ValueError(f"free_bits needs a per-dimension KL (it floors each dimension's analytic KL), which "
+                             f"the {model.posterior.name!r} posterior does not have against the "
+                             f"{type(model.prior).__name__} (the 'diagonal' posterior with the 'standard_normal' "
+                             "prior has it).")
 
     def kl_term(self, terms):
         per_dim = replicas.batch_mean(terms.posterior.kl_per_dim(terms.q_params, terms.prior))  # [d]
@@ -390,28 +392,32 @@ class DReG(IWAE):
         return [by_id[id(v)] for v in model.trainable_variables]
 
 
-def _from_options(name):
-    def factory(beta=1.0, num_samples=1, free_bits=0.0, capacity_gamma=0.0, **_):
-        free_bits, capacity_gamma = _nonnegative(free_bits, "free_bits"), _nonnegative(capacity_gamma, "capacity_gamma")
-        if name in ("iwae", "dreg"):
-            if float(free_bits) > 0 or float(capacity_gamma) > 0:
-                raise ValueError(f"free_bits and capacity_gamma apply to the 'elbo' objective, not to {name!r}.")
-            return (IWAE if name == "iwae" else DReG)(num_samples)
-        if float(capacity_gamma) > 0 and float(free_bits) > 0:
-            raise ValueError("capacity_gamma replaces the KL term of the 'elbo' objective: "
-                             "it cannot be combined with free_bits.")
-        if float(capacity_gamma) > 0:
-            return CapacityELBO(capacity_gamma, num_samples)
-        if float(free_bits) > 0:
-            return FreeBitsELBO(free_bits, beta, num_samples)
-        return ELBO(beta, num_samples)
+def _elbo(beta=1.0, num_samples=1, free_bits=0.0, capacity_gamma=0.0):
+    """'elbo': the ELBO, or with free_bits > 0 a `FreeBitsELBO`, with capacity_gamma > 0 a `CapacityELBO`."""
+    free_bits, capacity_gamma = _nonnegative(free_bits, "free_bits"), _nonnegative(capacity_gamma, "capacity_gamma")
+    if capacity_gamma > 0 and free_bits > 0:
+        raise ValueError("capacity_gamma replaces the KL term of the 'elbo' objective: "
+                         "it cannot be combined with free_bits.")
+    if capacity_gamma > 0:
+        return CapacityELBO(capacity_gamma, num_samples)
+    if free_bits > 0:
+        return FreeBitsELBO(free_bits, beta, num_samples)
+    return ELBO(beta, num_samples)
+
+
+def _bound(cls):
+    """A registry factory for a bound (IWAE, DReG): it takes num_samples, and refuses the ELBO's options."""
+    def factory(beta=1.0, num_samples=1, free_bits=0.0, capacity_gamma=0.0):
+        if _nonnegative(free_bits, "free_bits") > 0 or _nonnegative(capacity_gamma, "capacity_gamma") > 0:
+            raise ValueError(f"free_bits and capacity_gamma apply to the 'elbo' objective, not to {cls.name!r}.")
+        return cls(num_samples)
 
     return factory
 
 
-registry.register("objective", "elbo")(_from_options("elbo"))
-registry.register("objective", "iwae")(_from_options("iwae"))
-registry.register("objective", "dreg")(_from_options("dreg"))
+registry.register("objective", "elbo")(_elbo)
+for _cls in (IWAE, DReG):
+    registry.register("objective", _cls.name)(_bound(_cls))
 
 
 def get(spec, **options):

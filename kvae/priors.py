@@ -270,10 +270,7 @@ class VampPrior(Prior):
     def get_config(self):
         config = super().get_config()
         config.update(input_shape=list(self.data_shape), num_pseudo_inputs=self.num_pseudo_inputs)
-        if self.squash != "sigmoid":  # configs saved before the option load unchanged
-            config["pseudo_inputs"] = self.squash
-        if self.components != "posterior":
-            config["components"] = self.components
+        config.update(pseudo_inputs=self.squash, components=self.components)
         return config
 
 

@@ -54,9 +54,11 @@ Example:
 
 import dataclasses
 import functools
+import json
+from pathlib import Path
 from typing import Optional, Union
 
-__all__ = ["Recipe", "RECIPES", "MEASURED", "names", "get"]
+__all__ = ["Recipe", "RECIPES", "MEASURED_FILE", "measured", "names", "get"]
 
 #: flags a recipe leaves to the user (everything else is the recipe's)
 OPEN_FIELDS = ("dataset", "data_dir", "download", "stream", "epochs", "time_limit", "seed", "eval_k",
@@ -141,11 +143,13 @@ class Recipe:
         cfg.validate()
         return cfg
 
-    def build_model(self, cfg, ds):
+    def build_model(self, cfg, ds, model=None):
         """The recipe's model.
 
         Args:
-            cfg: the TrainConfig `config` made; ds: the kvae.data.Dataset.
+            cfg: the TrainConfig `config` made; ds: the kvae.data.Dataset;
+            model: a kvae.VAE to use instead of the recipe's parts (`kvae train --config`
+                rebuilds a run's recorded model), then initialised as the recipe's.
 
         Returns:
             (an uncompiled kvae.VAE, its optimizer: keras.optimizers.Adam or Adamax,
@@ -159,7 +163,7 @@ class Recipe:
         def part(spec):
             return spec(cfg.latent_dim, ds.input_shape) if callable(spec) else spec
 
-        model = kvae.VAE(ds.input_shape, cfg.latent_dim,
+        model = model or kvae.VAE(ds.input_shape, cfg.latent_dim,
                          encoder=kvae.networks.mlp(self.hidden_units, gated=self.gated),
                          decoder=kvae.networks.mlp(self.hidden_units[::-1], gated=self.gated),
                          likelihood=cfg.likelihood, posterior=part(self.posterior), prior=part(self.prior),
@@ -199,7 +203,7 @@ class Recipe:
         if not self.patience:
             return []
         metric, mode = self.monitor
-        best, best_epoch = best_so_far(state or {}, metric, mode)
+        best, best_epoch = best_so_far(state or {}, metric)
         return [EarlyStopping(metric, mode, self.patience, best=best, best_epoch=best_epoch)]
 
     def row(self):
@@ -208,10 +212,10 @@ class Recipe:
         Returns:
             (name, summary, published, goal, measured), each a str.
         """
-        m = MEASURED.get(self.name)
-        measured = (f"{m['nll']:.2f} nats in {m['minutes']:.0f} min ({m['epochs']} epochs; {m['where']})"
-                    if m else "not measured yet")
-        return self.name, self.summary, self.published, self.goal_text(), measured
+        m = measured().get(self.name)
+        figure = (f"{m['nll']:.2f} nats in {m['minutes']:.0f} min ({m['epochs']} epochs; {m['where']})"
+                  if m else "not measured yet")
+        return self.name, self.summary, self.published, self.goal_text(), figure
 
     def goal_text(self):
         """The goal as `kvae recipes` and bench/recipes.py print it.
@@ -292,38 +296,19 @@ RECIPES = {r.name: r for r in (
            {**_ELBO, **_COSINE, "time_limit": 10.0}, patience=0),
 )}
 
-#: kvae's measured validation NLL (nats, k = 5000) per recipe, from bench/recipes.py runs on this
-#: project's 2-core machine (bench/RESULTS.md has the commands and every figure); filled in as measured.
-MEASURED = {
-    "vae": dict(nll=88.40, minutes=15.1, epochs=189,
-                where="best epoch 181; valid split, k=5000, which also selected; trained on 50,000; commit 20bd937"),
-    "iaf": dict(nll=86.96, minutes=15.1, epochs=174,
-                where="best epoch 170; 1.44 better than vae; valid split, k=5000, which also selected; trained on "
-                      "50,000; commit 20bd937"),
-    "iwae50": dict(nll=86.21, minutes=120.7, epochs=151,
-                   where="best epoch 148; valid split, k=5000, which also selected; trained on 50,000; commit "
-                         "cf6b38c, the recipe as it is now, on the faster machine (CPU family 26); without the decay "
-                         "86.89 and 87.02 (p40a, p38a: bench/RESULTS.md)"),
-    "iwae50_gaussian": dict(nll=87.56, minutes=91.2, epochs=70,
-                            where="best epoch 69, still improving; valid split, k=5000, which also selected; "
-                                  "trained on 50,000; commit 247909c, as the iwae50 recipe then"),
-    "vae_10min": dict(nll=88.53, minutes=10.0, epochs=127,
-                      where="best epoch 123; valid split, k=5000, which also selected; trained on 50,000; "
-                            "commit ec7ec73"),
-    "vamp": dict(nll=84.79, minutes=30.0, epochs=135,
-                 where="best epoch 135 (the last); valid split, k=5000, which also selected; trained on 50,000; "
-                       "e2533bf with the recipe as it is now (pilot p37a in bench/RESULTS.md); 84.81 re-run on "
-                       "fa65ec3"),
-    "vamp_gaussian": dict(nll=85.30, minutes=30.0, epochs=119,
-                          where="best epoch 117; valid split, k=5000, which also selected; trained on 50,000; "
-                                "fab7f79, as the vamp recipe then; 85.33 re-run on d09942d; the variants tried "
-                                "(decay, time, learning rate, bound) are in bench/RESULTS.md"),
-    "hvae_vamp": dict(nll=83.02, minutes=100.1, epochs=579,
-                      where="best epoch 566; valid split, k=5000, which also selected; trained on 50,000; pilot p57a, "
-                            "0573e2a, the recipe as it is now, slower machine (CPU family 25); seed 1 83.12 (p61a): "
-                            "mean 83.07, the goal missed by 0.07; the variants tried (83.02 to 85.12; Adamax 2e-3 "
-                            "stopped behind) are in bench/RESULTS.md"),
-}
+#: the measured figures' file: bench/recipes.py --record writes it, `kvae recipes` reads it
+MEASURED_FILE = Path(__file__).with_name("recipes_measured.json")
+
+
+def measured():
+    """kvae's measured validation NLL per recipe (nats, k = 5000), as bench/recipes.py --record wrote it.
+
+    Returns:
+        dict {recipe name: {"nll", "minutes", "epochs", "where"}}; {} if the file is absent.
+    """
+    if not MEASURED_FILE.is_file():
+        return {}
+    return json.loads(MEASURED_FILE.read_text())["recipes"]
 
 
 def names():

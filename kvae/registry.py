@@ -21,7 +21,7 @@ Example:
 
 import importlib
 
-__all__ = ["KINDS", "register", "get", "get_factory", "names"]
+__all__ = ["KINDS", "register", "unregister", "get", "get_factory", "names", "options_of", "build"]
 
 #: kind -> (module that registers it, base class name in that module)
 KINDS = {
@@ -58,6 +58,21 @@ def register(kind, name):
         return factory
 
     return decorator
+
+
+def unregister(kind, name):
+    """Remove a name registered for `kind` (a plugin's or a test's; kvae's own stay).
+
+    Args:
+        kind: str, one of `KINDS`; name: str.
+
+    Raises:
+        ValueError if `name` is not registered for `kind`.
+    """
+    _load(kind)
+    if name not in _TABLES[kind]:
+        raise ValueError(f"No {kind} {name!r} is registered.")
+    del _TABLES[kind][name]
 
 
 def _load(kind):
@@ -126,3 +141,60 @@ def get(kind, spec, **context):
         if base is None or isinstance(obj, base):
             return obj
     raise ValueError(f"Cannot make a {kind} from {spec!r}.")
+
+
+def options_of(kind, name):
+    """The options a registered part takes: its factory's named arguments (not the kind's context).
+
+    Args:
+        kind: str, one of `KINDS`; name: str.
+
+    Returns:
+        list of str.
+
+    Example:
+        >>> options_of("objective", "elbo")
+        ['beta', 'num_samples', 'free_bits', 'capacity_gamma']
+    """
+    import inspect
+
+    factory = get_factory(kind, name)
+    params = inspect.signature(factory).parameters.values()
+    return [p.name for p in params if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)
+            and not p.name.startswith("_") and p.name != "self" and p.name not in _CONTEXT.get(kind, ())]
+
+
+#: the keyword arguments each kind's factories are given by kvae itself (not user options)
+_CONTEXT = {"prior": ("latent_dim", "input_shape"), "network": ("role",)}
+
+
+def build(kind, name, options=None, **context):
+    """The part `name` made with a user's `options` (e.g. `--objective-option floor=2`) and
+    the kind's context; an option the part does not take is an error, not ignored.
+
+    Args:
+        kind: str, one of `KINDS`; name: str, a registered name;
+        options: dict or None, keyword arguments for the part's factory;
+        **context: the kind's context (for priors: latent_dim, input_shape).
+
+    Returns:
+        The part.
+
+    Raises:
+        ValueError naming the part, the option and the options it takes.
+
+    Example:
+        >>> build("objective", "elbo", {"beta": 4.0})
+        ELBO(beta=4.0, num_samples=1)
+        >>> build("objective", "elbo", {"floor": 2})
+        Traceback (most recent call last):
+        ...
+        ValueError: The objective 'elbo' takes no option 'floor' (it takes beta, num_samples, free_bits, capacity_gamma).
+    """
+    options = dict(options or {})
+    takes = options_of(kind, name)
+    for key in options:
+        if key not in takes:
+            raise ValueError(f"The {kind} {name!r} takes no option {key!r} "
+                             f"(it takes {', '.join(takes) if takes else 'none'}).")
+    return get_factory(kind, name)(**context, **options)

@@ -18,9 +18,9 @@ import json
 from pathlib import Path
 
 from kvae.config import RunError, TrainConfig
-from kvae.saving import CONFIG_FILE
+from kvae.saving import CONFIG_FILE, read_summary
 
-__all__ = ["CONFIG_FILE", "STATE_FILE", "is_run", "load_config", "read_state", "best_so_far"]
+__all__ = ["CONFIG_FILE", "STATE_FILE", "is_run", "load_config", "read_state", "best_so_far", "describe"]
 
 STATE_FILE = "state.json"
 
@@ -90,21 +90,45 @@ def read_state(run_dir):
     return state
 
 
-def best_so_far(state, monitor, mode):
-    """The best value so far in `monitor`'s own units and its epoch, from a
-    state.json that `kvae.callbacks.RunCheckpoint` wrote: in those units with
-    its "best_mode"; a state.json from before "best_mode" kept the best as a
-    loss, negated when `mode` is 'max'.
+def best_so_far(state, monitor):
+    """The best value so far of `monitor`, in its own units, and its epoch, from a
+    state.json that `kvae.callbacks.RunCheckpoint` wrote.
 
     Args:
-        state: dict, `read_state`'s; monitor: str, a log key; mode: 'min' or 'max'.
+        state: dict, `read_state`'s; monitor: str, a log key.
 
     Returns:
         (float, int 1-based epoch), or (None, None) if the state holds no best of that monitor.
     """
-    if state.get("best_monitor", "val_loss") != monitor or "best" not in state or "best_epoch" not in state:
+    if state.get("best_monitor") != monitor or "best" not in state or "best_epoch" not in state:
         return None, None
-    if "best_mode" in state:
-        return state["best"], state["best_epoch"]
-    return (state["best"] if mode == "min" else -state["best"]), state["best_epoch"]
+    return state["best"], state["best_epoch"]
 
+
+
+def describe(run_dir):
+    """What a run directory holds, as (label, text) rows (`kvae info`).
+
+    Args:
+        run_dir: str or Path.
+
+    Returns:
+        list of (str, str).
+    """
+    run_dir = Path(run_dir)
+    cfg = load_config(run_dir)
+    raw = json.loads((run_dir / CONFIG_FILE).read_text())
+    state = read_state(run_dir)
+    monitor = state.get("best_monitor", "val_loss")
+    best, best_epoch = best_so_far(state, monitor)
+    rows = [("dataset", f"{cfg.dataset} {tuple(raw['data']['input_shape'])} from {raw['data']['source']}"),
+            ("model", f"{cfg.network} encoder/decoder, latent_dim {cfg.latent_dim}, {cfg.likelihood} "
+                      f"likelihood, {cfg.posterior} posterior, {cfg.prior} prior, beta {cfg.beta}"
+                      + (", conditional" if cfg.conditional else "")),
+            ("epochs", f"{state['epochs_done']} of {cfg.epochs} done"),
+            (f"best {monitor}", "-" if best is None else f"{best:.3f} (epoch {best_epoch})")]
+    summary = read_summary(run_dir)
+    if summary:
+        rows.append(("test ELBO", f"{summary['test_elbo']:.3f} nats ({summary['train_seconds']:.0f} s of training)"))
+    rows.append(("files", ", ".join(sorted(p.name for p in run_dir.iterdir()))))
+    return rows

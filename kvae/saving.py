@@ -9,7 +9,7 @@ Example:
     >>> load_model("no/such/model.keras")
     Traceback (most recent call last):
     ...
-    ValueError: no/such/model.keras is neither a kvae run directory nor a .keras file.
+    ValueError: no/such/model.keras is neither a kvae run directory nor a .keras file (it does not exist).
 """
 
 import json
@@ -57,7 +57,8 @@ def load_model(path, which="best"):
         if not path.exists():
             raise ValueError(f"{run_dir} has no checkpoint yet (no finished epoch).")
     elif not (path.suffix == ".keras" and path.is_file()):
-        raise ValueError(f"{path} is neither a kvae run directory nor a .keras file.")
+        raise ValueError(f"{path} is neither a kvae run directory nor a .keras file"
+                         + ("." if path.exists() else " (it does not exist)."))
     try:
         model = keras.models.load_model(path)
     except Exception as e:  # noqa: BLE001 - Keras raises many types (zipfile, OSError, ValueError) for bad files

@@ -110,9 +110,6 @@ def test_noise_images_score_as_more_anomalous_than_digits(digits):
         scores = anomaly.get(name)(model, np.concatenate([x[1500:1600], noise]))
         assert scores.shape == (120,)
         assert scores[100:].min() > np.median(scores[:100]), name
-    with pytest.warns(DeprecationWarning, match="kvae.anomaly.NLL"):
-        old = kvae.latent.anomaly_scores(model, x[:5], k=7)
-    np.testing.assert_array_equal(old, anomaly.NLL(k=7)(model, x[:5]))
 
 
 def test_calibration_holds_its_false_positive_rate_on_fresh_data():

@@ -129,10 +129,10 @@ def test_latent_commands_show_what_the_python_api_computes(trained_run, tmp_path
 
 
 def test_traverse_does_not_load_the_dataset(trained_run, tmp_path, monkeypatch):
-    def no_data(cfg):
+    def no_data(*args, **kwargs):
         raise AssertionError("traverse loaded the dataset")
 
-    monkeypatch.setattr(runs, "prepare_data", no_data)
+    monkeypatch.setattr(kvae.data, "load", no_data)
     assert run_cli("traverse", trained_run, "--out", tmp_path / "t.png") == 0
     assert (tmp_path / "t.png").exists()
 

@@ -163,7 +163,7 @@ def test_diagonal_clamp_is_per_posterior_and_survives_saving(tmp_path):
     # samples follow the clamped scale: at log-var -9 the draws' spread is exp(-3), not exp(-4.5)
     z = tight.reparameterize(np.array([[0.0, -9.0]], "float32"), np.ones((1, 1, 1), "float32"))
     np.testing.assert_allclose(z.numpy().ravel(), [np.exp(-3.0)], rtol=1e-6)
-    assert distributions.DiagonalGaussian().get_config() == {}  # old configs keep loading as before
+    assert distributions.DiagonalGaussian().get_config() == {"log_var_min": -12.0, "log_var_max": 8.0}  # every argument
     with pytest.raises(ValueError, match="log_var_min must be below log_var_max"):
         distributions.DiagonalGaussian(log_var_min=2.0, log_var_max=-6.0)
     model = kvae.VAE((8, 8, 1), 2, encoder=kvae.networks.mlp([8]), decoder=kvae.networks.mlp([8]), posterior=tight)

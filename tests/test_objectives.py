@@ -213,7 +213,7 @@ def test_active_units_on_a_constructed_posterior():
     (dict(free_bits=-1.0), "free_bits must be a finite number >= 0"),
     (dict(beta=float("nan")), "beta must be a finite number >= 0"),
     (dict(free_bits=0.5, objective="iwae", num_samples=2), "apply to the 'elbo' objective, not to 'iwae'"),
-    (dict(free_bits=0.5, prior="mixture"), "free_bits needs the 'diagonal' posterior"),
+    (dict(free_bits=0.5, prior="mixture"), "free_bits needs a per-dimension KL"),
     (dict(objective=objectives.IWAE(3), num_samples=3), "Give num_samples to the objective object"),
     (dict(objective=42), "Cannot make a objective from 42"),
 ])

@@ -178,7 +178,8 @@ def test_a_resumed_recipe_continues_its_patience_time_and_cosine(tmp_path):
     cosine continues from the configured rate, not from the decayed one it saved."""
     model = kvae.VAE((8, 8, 1), 2, encoder=kvae.networks.mlp([8]), decoder=kvae.networks.mlp([8]))
     model.compile(optimizer=keras.optimizers.Adam(1e-4))  # the rate a resumed model comes back with
-    state = {"epochs_done": 4, "best": 20.0, "best_epoch": 2, "best_monitor": "val_elbo", "train_seconds": 90.0}
+    state = {"epochs_done": 4, "best": -20.0, "best_epoch": 2, "best_monitor": "val_elbo", "best_mode": "max",
+             "train_seconds": 90.0}
 
     def stops(stopper, values, start=4):
         model.stop_training = False
@@ -194,12 +195,9 @@ def test_a_resumed_recipe_continues_its_patience_time_and_cosine(tmp_path):
     recipe = dataclasses.replace(recipes.get("vae"), patience=50)  # the shipped recipes have no early stopping
     patience = recipe.patience
     (resumed,) = recipe.callbacks(dict(state))
-    # the best ELBO so far is -20 (a state.json without "best_mode" kept it negated): -25 is no improvement
+    # the best ELBO so far is -20: -25 is no improvement
     assert stops(resumed, [-25.0] * patience) == 2 + patience
     assert stops(resumed, [-19.0] + [-25.0] * patience) == 5 + patience  # an improvement restarts the count
-    (current,) = recipe.callbacks({**state, "best": -20.0, "best_mode": "max"})  # as RunCheckpoint writes it now
-    assert stops(current, [-25.0] * patience) == 2 + patience
-    assert stops(current, [-19.0] + [-25.0] * patience) == 5 + patience
     (fresh,) = recipe.callbacks()
     assert stops(fresh, [-25.0] * patience) is None  # without the state: a new count, and -25 is the best
     (other,) = recipe.callbacks({**state, "best_monitor": "val_loss"})  # a best of another metric is not kept
@@ -365,3 +363,36 @@ def test_an_iwae_recipe_with_a_warm_up_selects_on_the_validation_elbo():
     assert recipe(kl_warmup=0).monitor == ("val_loss", "min")  # the bound itself
     assert recipe(kl_warmup=50).monitor == ("val_elbo", "max")  # a warm-up weights val_loss
     assert recipe(objective="elbo", kl_warmup=0).monitor == ("val_elbo", "max")
+
+
+def test_a_run_rebuilt_from_its_config_json_is_the_same_model_and_an_edited_one_is_built_as_written(tmp_path, capsys):
+    """config.json names every part with its options: `kvae train --config` rebuilds the recipe's model
+    (same architecture, same first-epoch loss with the same seed), builds a hand-edited model as written,
+    and refuses a flag that would change what the file fixes."""
+    from kvae import cli
+
+    flags = ["--epochs", "1", "--eval-k", "0", "--quiet"]
+    first = tmp_path / "first"
+    assert cli.main(["train", "--recipe", "vamp", "--dataset", "digits", *flags, "--out", str(first)]) == 0
+    recorded = json.loads((first / "config.json").read_text())
+    assert recorded["train"]["prior"] == "vamp_base"  # the name of what was built ...
+    assert recorded["model"]["prior"]["config"]["components"] == "base"  # ... and its options
+    again = tmp_path / "again"
+    assert cli.main(["train", "--config", str(first / "config.json"), "--quiet", "--out", str(again)]) == 0
+    rebuilt = json.loads((again / "config.json").read_text())
+    assert rebuilt["model"] == recorded["model"] and rebuilt["train"] == recorded["train"]
+
+    def first_loss(run):
+        return float((run / "metrics.csv").read_text().splitlines()[1].split(",")[
+            (run / "metrics.csv").read_text().splitlines()[0].split(",").index("loss")])
+
+    assert first_loss(again) == pytest.approx(first_loss(first), rel=1e-6)
+    edited = dict(recorded, model={**recorded["model"], "prior": {
+        **recorded["model"]["prior"], "config": {**recorded["model"]["prior"]["config"], "num_pseudo_inputs": 7}}})
+    (tmp_path / "edited.json").write_text(json.dumps(edited))
+    assert cli.main(["train", "--config", str(tmp_path / "edited.json"), *flags, "--out", str(tmp_path / "e")]) == 0
+    assert kvae.load_model(tmp_path / "e").prior.num_pseudo_inputs == 7
+    capsys.readouterr()
+    assert cli.main(["train", "--config", str(first / "config.json"), "--latent-dim", "3",
+                     "--out", str(tmp_path / "no")]) == cli.EXIT_BAD_INPUT
+    assert "--latent-dim: --config" in capsys.readouterr().err and not (tmp_path / "no").exists()

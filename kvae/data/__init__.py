@@ -13,7 +13,7 @@ sources and the tf.data pipeline. It imports nothing from the model.
 
 Modules: `named` (Fashion-MNIST, MNIST, binarised MNIST, digits, found offline),
 `readers` (whole files), `checks`, `splits` (the one split draw and the one
-(seed, epoch) key), `sources`, `sequential`, `loading`, `pipeline`, `prepare`.
+(seed, epoch) key), `sources`, `sequential`, `loading`, `pipelines`, `tfrecord` (`prepare`).
 
 Pixels are scaled to [0, 1] by what they are (see `pixel_scale`). Every split
 comes as float32 arrays of shape [N, H, W, C] (or [N, D] for vector data), with
@@ -26,8 +26,8 @@ from kvae.data.dataset import Dataset
 from kvae.data.errors import DataError, DataNotFoundError, as_data_error
 from kvae.data.loading import load, load_arrays, load_streamed, must_stream, read_inputs
 from kvae.data.named import ENV_DATA_DIR, NAMES
-from kvae.data.pipeline import BINARIZE, binarize, pipeline
-from kvae.data.prepare import prepare
+from kvae.data.pipelines import BINARIZE, binarize, pipeline
+from kvae.data.tfrecord import prepare
 from kvae.data.readers import IMAGE_SUFFIXES, read_amat, read_image_folder, read_npz
 from kvae.data.sequential import MANIFEST, SequentialSource, TFDSSource, TFRecordSource, find_prepared
 from kvae.data.sources import ArraySource, ImageFolderSource, NpySource, Source, is_streamable, open_source

@@ -1,20 +1,8 @@
-"""Posteriors q(z|x) and likelihoods p(x|z).
-
-Networks output plain float32 tensors of *parameters*; the classes here know how
-many parameters they need, and build `tfp.distributions` objects from them inside
-train/test steps and objectives. Nothing here is a `tfp.layers` layer (those do
-not work with Keras 3).
-
-Log-variances and log-scales are clamped before `exp`, so that a float16 network
-body cannot overflow them, and every builder casts its parameters to float32.
-
-Over 350 lines: three posteriors and four likelihoods, each a few lines of
-math, share one base class and one registration; a flow posterior (issue 12)
-gets its own module.
+"""Posteriors q(z|x): a family of distributions parametrised by a flat float32
+vector per example, built as `tfp.distributions` inside steps and objectives.
 
 Example:
-    >>> from kvae import distributions
-    >>> q = distributions.get_posterior("diagonal").distribution([[0.0, 0.0, 0.0, 0.0]])
+    >>> q = get_posterior("diagonal").distribution([[0.0, 0.0, 0.0, 0.0]])
     >>> [int(n) for n in q.batch_shape + q.event_shape]
     [1, 2]
 """
@@ -26,42 +14,15 @@ import tensorflow as tf
 import tensorflow_probability as tfp
 
 from kvae import registry, replicas
+from kvae.distributions.gaussian import LOG_VAR_MAX, LOG_VAR_MIN, f32, split_mean_log_var
+from kvae.distributions.part import Part
 
 tfd = tfp.distributions
 
-__all__ = ["Posterior", "Density", "DiagonalGaussian", "FullCovarianceGaussian", "PowerSpherical", "Likelihood",
-           "Bernoulli", "ContinuousBernoulli", "Gaussian", "get_posterior", "get_likelihood",
-           "LOG_VAR_MIN", "LOG_VAR_MAX", "LOG_SCALE_MIN", "LOG_SCALE_MAX"]
-
-#: clamp for the posterior's log-variance: stddev in [exp(-6), exp(4)].
-LOG_VAR_MIN, LOG_VAR_MAX = -12.0, 8.0
-#: clamp for a learned Gaussian likelihood's log-scale: sigma in [~1e-3, ~7.4].
-LOG_SCALE_MIN, LOG_SCALE_MAX = -7.0, 2.0
+__all__ = ["Posterior", "Density", "DiagonalGaussian", "FullCovarianceGaussian", "PowerSpherical", "get_posterior"]
 
 
-def _f32(t):
-    return tf.cast(t, tf.float32)
-
-
-class _Named:
-    """Small base: a name, keyword arguments, and Keras (de)serialisation."""
-
-    name = None
-
-    def get_config(self):
-        return {}
-
-    @classmethod
-    def from_config(cls, config):
-        return cls(**config)
-
-    def __repr__(self):
-        args = ", ".join(f"{k}={v!r}" for k, v in self.get_config().items())
-        return f"{type(self).__name__}({args})"
-
-
-# ----------------------------------------------------------------- posteriors
-class Posterior(_Named):
+class Posterior(Part):
     """A family of q(z|x), parametrised by a flat float32 vector per example.
 
     `support` says where z lives ('euclidean' or 'sphere'); a prior must have
@@ -155,7 +116,6 @@ class Density:
         return self.posterior.log_prob(self.params, z)
 
 
-
 @keras.saving.register_keras_serializable(package="kvae")
 class DiagonalGaussian(Posterior):
     """q(z|x) = N(mu, diag(sigma^2)); params = [mu, log sigma^2] (2 d numbers).
@@ -181,8 +141,6 @@ class DiagonalGaussian(Posterior):
             raise ValueError(f"log_var_min must be below log_var_max, got {self.log_var_min} and {self.log_var_max}.")
 
     def get_config(self):
-        if (self.log_var_min, self.log_var_max) == (LOG_VAR_MIN, LOG_VAR_MAX):
-            return {}  # the default: configs saved before the option load unchanged
         return {"log_var_min": self.log_var_min, "log_var_max": self.log_var_max}
 
     def num_params(self, latent_dim):
@@ -190,8 +148,7 @@ class DiagonalGaussian(Posterior):
 
     def mean_log_var(self, params):
         """(mean, clamped log-variance), each [B, latent_dim]."""
-        mean, log_var = tf.split(_f32(params), 2, axis=-1)
-        return mean, tf.clip_by_value(log_var, self.log_var_min, self.log_var_max)
+        return split_mean_log_var(params, low=self.log_var_min, high=self.log_var_max)
 
     _split = mean_log_var
 
@@ -239,7 +196,7 @@ class FullCovarianceGaussian(Posterior):
         return latent_dim + latent_dim * (latent_dim + 1) // 2
 
     def _split(self, params):
-        params = _f32(params)
+        params = f32(params)
         n = params.shape[-1]
         d = int((math.isqrt(8 * n + 9) - 3) // 2)  # solves n = d + d(d+1)/2
         mean, tril = params[..., :d], params[..., d:]
@@ -283,7 +240,7 @@ class PowerSpherical(Posterior):
         return latent_dim + 1
 
     def _split(self, params):
-        params = _f32(params)
+        params = f32(params)
         direction = tf.math.l2_normalize(params[..., :-1], axis=-1, epsilon=1e-12)
         concentration = tf.nn.softplus(params[..., -1]) + 1.0
         return direction, concentration
@@ -314,177 +271,16 @@ class PowerSpherical(Posterior):
         t = beta.sample(tf.shape(eps)[0], seed=replicas.int32_seed(seed))[:, start:start + tf.shape(kappa)[0]]
         t = 2.0 * t - 1.0  # [k, B]
         t = tf.clip_by_value(t, -1.0 + 1e-6, 1.0 - 1e-6)[..., None]
-        v = tf.math.l2_normalize(_f32(eps)[..., 1:], axis=-1)  # uniform on S^{d-2}
+        v = tf.math.l2_normalize(f32(eps)[..., 1:], axis=-1)  # uniform on S^{d-2}
         y = tf.concat([t, tf.sqrt(1.0 - tf.square(t)) * v], axis=-1)  # around e_1
         # Householder reflection taking e_1 to mu (identity when mu = e_1).
         u = tf.math.l2_normalize(tf.concat([1.0 - mu[..., :1], -mu[..., 1:]], axis=-1), axis=-1)
         return tf.math.l2_normalize(y - 2.0 * tf.reduce_sum(y * u, -1, keepdims=True) * u, axis=-1)
 
 
-# ---------------------------------------------------------------- likelihoods
-class Likelihood(_Named):
-    """A family of p(x|z) over an event of shape `input_shape`.
-
-    The decoder outputs `params_per_value` numbers per data value, stacked on the
-    last axis, so its output shape is `input_shape[:-1] + (C * params_per_value,)`.
-    """
-
-    params_per_value = 1
-    #: the data must lie in [0, 1] (Bernoulli and continuous Bernoulli)
-    unit_interval = False
-    #: the decoder's output can be read as logits (for export)
-    has_logits = False
-
-    def param_shape(self, input_shape):
-        input_shape = tuple(input_shape)
-        return input_shape[:-1] + (input_shape[-1] * self.params_per_value,)
-
-    def distribution(self, params, event_ndims):
-        raise NotImplementedError
-
-    def log_prob(self, params, x, event_ndims):
-        """log p(x|z), summed over the last `event_ndims` axes (x broadcasts
-        against params): what training and evaluation compute. Default: the
-        distribution's; a family may give a cheaper exact form."""
-        return self.distribution(params, event_ndims).log_prob(x)
-
-    def mean(self, params):
-        """E[x|z] in the data's shape: probabilities or means."""
-        raise NotImplementedError
-
-    def export_log_prob(self, params, x):
-        """log p(x|z) summed over each example's values, [B], written with ops
-        every edge runtime has (TFLite builtins, onnxruntime): the device
-        scorer's density (`kvae export --scorer`). None: not exportable."""
-        return None
-
-
-def _sum_per_example(t):
-    return tf.reduce_sum(tf.reshape(t, [tf.shape(t)[0], -1]), axis=1)
-
-
-@keras.saving.register_keras_serializable(package="kvae")
-class Bernoulli(Likelihood):
-    """p(x|z) = prod_i Bern(x_i; sigmoid(logit_i)), for binary (or [0,1]) pixels.
-
-    log p(x|z) = sum_i x_i * logit_i - softplus(logit_i).
-    """
-
-    name = "bernoulli"
-    unit_interval = True
-    has_logits = True
-
-    def distribution(self, params, event_ndims):
-        return tfd.Independent(
-            tfd.Bernoulli(logits=_f32(params), dtype=tf.float32),
-            reinterpreted_batch_ndims=event_ndims,
-        )
-
-    def log_prob(self, params, x, event_ndims):
-        """sum x l - softplus(l): one fused softplus per value, where TFP's
-        Bernoulli takes twice as long (bench/RESULTS.md, evaluation)."""
-        logits = _f32(params)
-        per_value = tf.cast(x, tf.float32) * logits - tf.nn.softplus(logits)
-        return tf.reduce_sum(per_value, axis=list(range(-int(event_ndims), 0)))
-
-    def mean(self, params):
-        return tf.sigmoid(_f32(params))
-
-    def export_log_prob(self, params, x):
-        """sum x l - softplus(l), softplus(l) = max(l, 0) + log(1 + exp(-|l|))."""
-        logits = _f32(params)
-        softplus = tf.nn.relu(logits) + tf.math.log(1.0 + tf.exp(-tf.abs(logits)))
-        return _sum_per_example(x * logits - softplus)
-
-
-@keras.saving.register_keras_serializable(package="kvae")
-class ContinuousBernoulli(Likelihood):
-    """p(x|z) = prod_i CB(x_i; lambda_i) (Loaiza-Ganem and Cunningham, 2019).
-
-    The properly normalised density on [0, 1] of the Bernoulli kernel
-    lambda^x (1 - lambda)^(1 - x); its mean differs from lambda = sigmoid(logit).
-    """
-
-    name = "continuous_bernoulli"
-    unit_interval = True
-    has_logits = True
-
-    def distribution(self, params, event_ndims):
-        return tfd.Independent(
-            tfd.ContinuousBernoulli(logits=_f32(params)),
-            reinterpreted_batch_ndims=event_ndims,
-        )
-
-    def mean(self, params):
-        """E[x|z] = 1 / (1 - exp(-eta)) - 1 / eta for logit eta, and its Taylor
-        series 1/2 + eta/12 - eta^3/720 + eta^5/30240 for |eta| < 0.5
-        (truncation < 7e-9), where the two terms cancel. Within 2e-6 of the
-        float64 value, and written with ops every runtime has: TFP's `mean()`
-        uses expm1, which tf2onnx exports as an op onnxruntime lacks."""
-        eta = _f32(params)
-        small = tf.abs(eta) < 0.5
-        safe = tf.where(small, tf.ones_like(eta), eta)
-        exact = tf.math.reciprocal(1.0 - tf.exp(-safe)) - tf.math.reciprocal(safe)
-        eta2 = eta * eta
-        return tf.where(small, 0.5 + eta * (1.0 / 12.0 - eta2 * (1.0 / 720.0 - eta2 / 30240.0)), exact)
-
-
-@keras.saving.register_keras_serializable(package="kvae")
-class Gaussian(Likelihood):
-    """p(x|z) = N(x; mu(z), sigma^2 I).
-
-    With `learn_scale=False` sigma is the fixed `sigma` (sigma=1 makes
-    -log p(x|z) the squared error / 2 plus a constant: the "MSE" VAE). With
-    `learn_scale=True` the decoder outputs a log-sigma per value as well
-    (clamped to [LOG_SCALE_MIN, LOG_SCALE_MAX]).
-
-    Args:
-        sigma: float, the fixed standard deviation (ignored if `learn_scale`).
-        learn_scale: bool, whether the decoder predicts sigma per value.
-    """
-
-    name = "gaussian"
-
-    def __init__(self, sigma=1.0, learn_scale=False):
-        if not sigma > 0:
-            raise ValueError(f"Gaussian likelihood needs sigma > 0, got sigma={sigma}.")
-        self.sigma = float(sigma)
-        self.learn_scale = bool(learn_scale)
-        self.params_per_value = 2 if self.learn_scale else 1
-
-    def get_config(self):
-        return {"sigma": self.sigma, "learn_scale": self.learn_scale}
-
-    def _loc_scale(self, params):
-        params = _f32(params)
-        if not self.learn_scale:
-            return params, tf.constant(self.sigma, tf.float32)
-        loc, log_scale = tf.split(params, 2, axis=-1)
-        return loc, tf.exp(tf.clip_by_value(log_scale, LOG_SCALE_MIN, LOG_SCALE_MAX))
-
-    def distribution(self, params, event_ndims):
-        loc, scale = self._loc_scale(params)
-        return tfd.Independent(
-            tfd.Normal(loc=loc, scale=scale), reinterpreted_batch_ndims=event_ndims
-        )
-
-    def mean(self, params):
-        return self._loc_scale(params)[0]
-
-    def export_log_prob(self, params, x):
-        """sum -(x - mu)^2 / (2 sigma^2) - log sigma - log(2 pi) / 2."""
-        loc, scale = self._loc_scale(params)
-        return _sum_per_example(-0.5 * tf.square((x - loc) / scale) - tf.math.log(scale + tf.zeros_like(loc))
-                                - 0.5 * math.log(2.0 * math.pi))
-
-
-# -------------------------------------------------------------------- lookup
 for _name, _factory in [("diagonal", DiagonalGaussian), ("full_covariance", FullCovarianceGaussian),
                         ("power_spherical", PowerSpherical)]:
     registry.register("posterior", _name)(lambda _f=_factory, **_: _f())
-for _name, _factory in [("bernoulli", Bernoulli), ("continuous_bernoulli", ContinuousBernoulli),
-                        ("gaussian", Gaussian), ("gaussian_learned", lambda: Gaussian(learn_scale=True))]:
-    registry.register("likelihood", _name)(lambda _f=_factory, **_: _f())
 
 
 def get_posterior(spec):
@@ -502,22 +298,3 @@ def get_posterior(spec):
         6
     """
     return registry.get("posterior", spec)
-
-
-def get_likelihood(spec):
-    """A `Likelihood` from a name, a config or an instance (`kvae.registry.get`).
-
-    Names: 'bernoulli', 'continuous_bernoulli', 'gaussian' (sigma = 1),
-    'gaussian_learned' (sigma predicted per value).
-
-    Args:
-        spec: str, dict or `Likelihood`.
-
-    Returns:
-        Likelihood.
-
-    Example:
-        >>> get_likelihood("gaussian_learned").param_shape((28, 28, 1))
-        (28, 28, 2)
-    """
-    return registry.get("likelihood", spec)
