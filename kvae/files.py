@@ -36,7 +36,7 @@ import secrets
 import shutil
 from pathlib import Path
 
-__all__ = ["LockedError", "RunLock", "atomic_path", "sweep", "temp_path", "write_json", "write_text"]
+__all__ = ["LockedError", "RunLock", "atomic_path", "is_temp", "sweep", "temp_path", "write_json", "write_text"]
 
 _TEMP = re.compile(r"^\..+\.(?:tmp|partial)-(\d+)-[0-9a-f]+")
 
@@ -125,6 +125,18 @@ def _alive(pid):
     except PermissionError:
         return True
     return True
+
+
+def is_temp(name):
+    """Whether `name` is one of kvae's hidden temporary names (`.NAME.tmp-PID-*`, `.NAME.partial-PID-*`).
+
+    Args:
+        name: str, a file or folder name.
+
+    Returns:
+        bool.
+    """
+    return bool(_TEMP.match(name))
 
 
 def sweep(directory, recursive=False):

@@ -20,9 +20,13 @@ from pathlib import Path
 from kvae.config import RunError, TrainConfig
 from kvae.saving import CONFIG_FILE, read_summary
 
-__all__ = ["CONFIG_FILE", "STATE_FILE", "is_run", "load_config", "read_state", "best_so_far", "describe"]
+__all__ = ["CONFIG_FILE", "STATE_FILE", "RUN_ENTRIES", "is_run", "foreign_entry", "load_config", "read_state",
+           "best_so_far", "describe"]
 
 STATE_FILE = "state.json"
+#: what kvae writes in a run directory (above), and nothing else: what `--force` may replace
+RUN_ENTRIES = (CONFIG_FILE, STATE_FILE, "last.keras", "best.keras", "metrics.csv", "curves.png", "images",
+               "tensorboard", "summary.json", "evaluation.json")
 
 
 def is_run(path):
@@ -35,6 +39,24 @@ def is_run(path):
         bool.
     """
     return (Path(path) / CONFIG_FILE).exists()
+
+
+def foreign_entry(directory, entries):
+    """The first entry of `directory` that kvae did not write, or None.
+
+    Args:
+        directory: Path; entries: the names kvae writes there (e.g. `RUN_ENTRIES`);
+        hidden temporary files of kvae's atomic writes count as kvae's.
+
+    Returns:
+        Path or None.
+    """
+    from kvae import files
+
+    for p in sorted(Path(directory).iterdir()):
+        if p.name not in entries and not files.is_temp(p.name):
+            return p
+    return None
 
 
 def _read_json(path, what):

@@ -489,3 +489,55 @@ def test_long_evaluations_show_progress(run, capsys, tmp_path):
     assert "359/359" in capsys.readouterr().out  # the bar counts test examples
     assert run_cli("anomalies", run, "--k", 5, "--out", tmp_path / "a.png") == 0
     assert "359/359" in capsys.readouterr().out
+
+
+def test_force_replaces_only_what_kvae_wrote(finished_run, tmp_path, capsys):
+    """`--force` deletes nothing that kvae did not write: a folder that is not a run or an export,
+    or a run or export holding a file of the user's, is refused in one line naming a file it would
+    delete, and stays byte-identical; a run (or export) of kvae's own is still replaced."""
+    folder = tmp_path / "u"
+    folder.mkdir()
+    (folder / "thesis.txt").write_text("precious")
+    assert run_cli("train", *SMALL, "--epochs", 1, "--out", folder, "--force") == cli.EXIT_BAD_INPUT
+    one_line_error(capsys, "thesis.txt", "--force")
+    assert (folder / "thesis.txt").read_text() == "precious" and sorted(os.listdir(folder)) == ["thesis.txt"]
+
+    run = tmp_path / "run"
+    shutil.copytree(finished_run, run)
+    (run / "notes.txt").write_text("mine")
+    before = snapshot(run)
+    assert run_cli("train", *SMALL, "--epochs", 1, "--out", run, "--force") == cli.EXIT_BAD_INPUT
+    one_line_error(capsys, "notes.txt")
+    assert snapshot(run) == before
+
+    export = tmp_path / "export"
+    export.mkdir()
+    (export / "keep.txt").write_text("mine")
+    assert run_cli("export", run, "--format", "onnx", "--out", export, "--force") == cli.EXIT_BAD_INPUT
+    one_line_error(capsys, "keep.txt", "--force")
+    assert sorted(os.listdir(export)) == ["keep.txt"]
+
+    (run / "notes.txt").unlink()
+    assert run_cli("train", *SMALL, "--epochs", 1, "--out", run, "--force") == 0
+    shutil.rmtree(export)
+    assert run_cli("export", run, "--format", "onnx", "--out", export) == 0
+    assert run_cli("export", run, "--format", "onnx", "--out", export, "--force") == 0
+    capsys.readouterr()
+
+
+def test_resume_epochs_plus_n_trains_n_more_and_a_smaller_total_or_a_no_op_changes_nothing(finished_run, tmp_path,
+                                                                                             capsys):
+    """`--epochs +N` on resume is N more epochs; a total below the epochs done is refused (the run is
+    never rewritten to a smaller count); a resume with nothing left to do writes nothing at all."""
+    run = tmp_path / "run"
+    shutil.copytree(finished_run, run)
+    assert run_cli("train", "--resume", run, "--epochs", "+1", "--quiet") == 0
+    assert rundir.read_state(run)["epochs_done"] == 2 and rundir.load_config(run).epochs == 2
+    capsys.readouterr()
+    before = snapshot(run)
+    assert run_cli("train", "--resume", run, "--epochs", 1, "--quiet") == cli.EXIT_BAD_INPUT
+    one_line_error(capsys, "--epochs 1", "2 epochs")
+    assert snapshot(run) == before
+    assert run_cli("train", "--resume", run, "--epochs", 2, "--quiet") == 0
+    assert "already finished its 2 epochs" in capsys.readouterr().out
+    assert snapshot(run) == before  # no new TensorBoard event file, no rewritten summary

@@ -37,10 +37,13 @@ def cmd_train(args):
     given = {k: getattr(args, k) for k in TrainConfig.__dataclass_fields__ if getattr(args, k, None) is not None}
     run_dir = Path(args.resume or args.out)
     verbose = 0 if args.quiet else 1
+    more = given.pop("epochs") if isinstance(given.get("epochs"), str) else None  # '+N'
+    if more and not args.resume:
+        raise RunError(f"--epochs {more} adds epochs to a --resume; a new run takes a total")
     if args.resume:
         if args.force or args.config:
             raise RunError(f"{'--force' if args.force else '--config'} does not apply to --resume")
-        summary = runs.resume(run_dir, given, verbose=verbose)
+        summary = runs.resume(run_dir, given, verbose=verbose, more_epochs=int(more[1:]) if more else None)
     elif args.config:
         cfg, model_config = runs.config_from_file(args.config, given)
         summary = runs.train(cfg, run_dir, force=args.force, verbose=verbose, model_config=model_config)

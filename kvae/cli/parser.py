@@ -31,6 +31,22 @@ class KeyValue(argparse.Action):
         setattr(namespace, self.dest, {**(getattr(namespace, self.dest) or {}), key: parsed})
 
 
+def epochs_arg(text):
+    """--epochs: a total (an int), or '+N' (N more, on resume), kept as the text '+N'.
+
+    Args:
+        text: str.
+
+    Returns:
+        int, or str '+N'.
+    """
+    if text.startswith("+"):
+        if not text[1:].isdigit() or int(text[1:]) < 1:
+            raise argparse.ArgumentTypeError(f"expected a total or +N (N >= 1 more epochs), got {text!r}")
+        return text
+    return integer(text)
+
+
 def integer(text):
     """An integer flag (range checks happen where the value is used, with their own message).
 
@@ -89,7 +105,8 @@ def build_parser():
     t.add_argument("--force", action="store_true",
                    help="replace an existing run in --out (deleted only after the new run's data and "
                         "model have been checked)")
-    t.add_argument("--epochs", type=integer, help=f"epochs in total (default {D.epochs})")
+    t.add_argument("--epochs", type=epochs_arg, help=f"epochs in total (default {D.epochs}); with --resume, +N "
+                   "for N more than the run has done")
     t.add_argument("--network", help=f"a registered network: mlp or conv (default {D.network}; `kvae parts`)")
     t.add_argument("--latent-dim", type=integer, help=f"(default {D.latent_dim})")
     t.add_argument("--likelihood", help=f"a registered likelihood (default {D.likelihood}; `kvae parts` lists them)")

@@ -17,7 +17,10 @@ from kvae.exporters.savedmodel import run_savedmodel_without_kvae, write_savedmo
 from kvae.exporters.tflite import run_tflite, write_tflite
 from kvae.extras import require
 
-__all__ = ["load_source", "default_tflite_variants", "export", "scorer_check_inputs", "format_report",
+#: what an export folder holds, and nothing else: what `--force` may replace
+EXPORT_ENTRIES = ("savedmodel", "tflite", "onnx", "metadata.json", "report.json")
+
+__all__ = ["EXPORT_ENTRIES", "refuse_foreign", "load_source", "default_tflite_variants", "export", "scorer_check_inputs", "format_report",
            "measure_latency", "artifact_size"]
 
 
@@ -133,6 +136,8 @@ def export(source, out_dir, formats=FORMATS, force=False, model_name="kvae", ver
     out_dir = Path(out_dir)
     if out_dir.exists() and not force:
         raise ExportError(f"{out_dir} exists; use --force to replace it, or another --out.")
+    if out_dir.exists():
+        refuse_foreign(out_dir)
     if int(version) < 1:
         raise ExportError(f"version must be >= 1, got {version}.")
     bad = [v for v in tflite_variants or () if v not in TFLITE_VARIANTS]
@@ -169,6 +174,27 @@ def export(source, out_dir, formats=FORMATS, force=False, model_name="kvae", ver
     with files.atomic_path(out_dir, directory=True) as work:
         return export_into(model, metadata, work, formats, model_name, int(version), num_check, seed,
                             tflite_variants, log, scorer)
+
+
+def refuse_foreign(out_dir):
+    """Raise ExportError unless `out_dir` is an export of kvae's holding nothing else (what `--force` replaces).
+
+    Args:
+        out_dir: Path, an existing path.
+
+    Raises:
+        ExportError naming a file that --force would delete.
+    """
+    if not out_dir.is_dir():
+        raise ExportError(f"--force replaces an export folder, and --out {out_dir} is a file; nothing was deleted.")
+    entries = sorted(out_dir.iterdir())
+    if entries and not (out_dir / "metadata.json").is_file():
+        raise ExportError(f"--force replaces a kvae export, and --out {out_dir} is not one (no metadata.json): it "
+                          f"would delete {entries[0]}; nothing was deleted. Choose another --out.")
+    foreign = [p for p in entries if p.name not in EXPORT_ENTRIES and not files.is_temp(p.name)]
+    if foreign:
+        raise ExportError(f"--force replaces only what kvae wrote in {out_dir}, and {foreign[0]} is not a kvae "
+                          "file; nothing was deleted. Move it out, or choose another --out.")
 
 
 def scorer_check_inputs(model, n, seed):

@@ -67,6 +67,8 @@ def fit_run(cfg, run_dir, ds, model, state, verbose, log, shown_dir=None):
     if cfg.time_limit and spent >= 60.0 * cfg.time_limit:  # a resumed run whose budget is used up
         log(f"--time-limit {cfg.time_limit:g} is spent ({spent / 60:.1f} minutes trained): no new epoch")
         epochs = state["epochs_done"]
+    if epochs <= state["epochs_done"]:  # nothing to train: no TensorBoard event file for an empty fit
+        cbs = [c for c in cbs if not isinstance(c, keras.callbacks.TensorBoard)]
     start = time.perf_counter()
     try:
         model.fit(train_ds, validation_data=val_ds, epochs=epochs, initial_epoch=state["epochs_done"],

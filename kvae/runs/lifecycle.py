@@ -11,12 +11,12 @@ from pathlib import Path
 
 from kvae import files
 from kvae.config import RESUMABLE, RunError, TrainConfig, flag
-from kvae.rundir import CONFIG_FILE, STATE_FILE, load_config, read_state
+from kvae.rundir import CONFIG_FILE, RUN_ENTRIES, STATE_FILE, foreign_entry, is_run, load_config, read_state
 from kvae.runs.building import new_model, recipe_of, setup_runtime, write_config
 from kvae.runs.cluster import strategy_for, worker_run
 from kvae.runs.data import prepare_data
 from kvae.runs.fitting import fit_run, truncate_metrics
-from kvae.saving import load_model
+from kvae.saving import load_model, read_summary
 
 __all__ = ["train", "resume", "resume_config"]
 
@@ -33,9 +33,18 @@ def _claim_new(run_dir, force):
     Returns (lock, directories this call created)."""
     if run_dir.exists() and not run_dir.is_dir():
         raise RunError(f"--out {run_dir} is a file, not a directory.")
-    if run_dir.is_dir() and any(run_dir.iterdir()) and not force:
-        raise RunError(f"{run_dir} already holds files; use --force to replace them, "
-                       "--resume to continue that run, or another --out.")
+    if run_dir.is_dir() and any(run_dir.iterdir()):
+        if not force:
+            raise RunError(f"{run_dir} already holds files; use --force to replace them, "
+                           "--resume to continue that run, or another --out.")
+        if not is_run(run_dir):
+            first = sorted(run_dir.iterdir())[0]
+            raise RunError(f"--force replaces a kvae run directory, and --out {run_dir} is not one (no "
+                           f"{CONFIG_FILE}): it would delete {first}; nothing was deleted. Choose another --out.")
+        foreign = foreign_entry(run_dir, RUN_ENTRIES)
+        if foreign is not None:
+            raise RunError(f"--force replaces only what kvae wrote in {run_dir}, and {foreign} is not a kvae "
+                           "file; nothing was deleted. Move it out, or choose another --out.")
     created = []
     try:
         for d in [*reversed(run_dir.parents), run_dir]:
@@ -126,21 +135,32 @@ def _epochs_done(run_dir):
         return 0
 
 
-def resume_config(run_dir, changes=None):
+def resume_config(run_dir, changes=None, more_epochs=None):
     """The run's saved config with `changes` ({field: value}) applied.
 
-    Only `RESUMABLE` fields may change (epochs: the new total; data_dir and
-    download: where the same data is found). Any other field given with a value
-    that differs from the run's raises RunError naming every such flag; equal
-    values are accepted, so a command can be repeated with --resume added.
+    Only `RESUMABLE` fields may change (epochs: the new total, never below the
+    epochs done; data_dir and download: where the same data is found). Any other
+    field given with a value that differs from the run's raises RunError naming
+    every such flag; equal values are accepted, so a command can be repeated
+    with --resume added.
 
     Args:
-        run_dir: str or Path; changes: {TrainConfig field: value} or None.
+        run_dir: str or Path; changes: {TrainConfig field: value} or None;
+        more_epochs: int >= 1 or None, epochs to add to those done (`--epochs +N`).
 
     Returns:
         kvae.config.TrainConfig, validated.
     """
     cfg = load_config(run_dir)
+    done = read_state(run_dir)["epochs_done"]
+    changes = dict(changes or {})
+    if more_epochs is not None:
+        if "epochs" in changes or int(more_epochs) < 1:
+            raise RunError("give --epochs either as a total or as +N (N >= 1 more), not both")
+        changes["epochs"] = done + int(more_epochs)
+    if "epochs" in changes and changes["epochs"] < done:
+        raise RunError(f"--epochs {changes['epochs']} is below the {done} epochs {run_dir} has done; give a total "
+                       f"of at least {done}, or --epochs +N for N more.")
     refused = []
     for key, value in (changes or {}).items():
         if key not in TrainConfig.__dataclass_fields__:
@@ -158,19 +178,24 @@ def resume_config(run_dir, changes=None):
     return cfg
 
 
-def resume(run_dir, changes=None, verbose=1, log=print):
+def resume(run_dir, changes=None, verbose=1, log=print, more_epochs=None):
     """Continue a run from its last finished epoch (see `resume_config` for
     `changes`). Data order and binarisation depend only on (seed, epoch), so
     the result equals an uninterrupted run's.
 
     Args:
-        run_dir: str or Path; changes: as in `resume_config`; verbose, log: as in `train`.
+        run_dir: str or Path; changes, more_epochs: as in `resume_config`; verbose, log: as in `train`.
 
     Returns:
-        dict, the summary written to summary.json.
+        dict, the summary written to summary.json (read back, with nothing written, when the
+        run has done its epochs already and has its summary).
     """
     run_dir = Path(run_dir)
-    cfg = resume_config(run_dir, changes)
+    cfg = resume_config(run_dir, changes, more_epochs)
+    summary = read_summary(run_dir)
+    if read_state(run_dir)["epochs_done"] >= cfg.epochs and summary:
+        log(f"{run_dir} already finished its {cfg.epochs} epochs; pass --epochs +N to train further.")
+        return summary
     strategy, chief = strategy_for(cfg)
     if not chief:
         return worker_run(cfg, run_dir, strategy, True, verbose, log)
@@ -187,7 +212,7 @@ def resume(run_dir, changes=None, verbose=1, log=print):
             model = load_model(run_dir, "last") if state["epochs_done"] else new_model(cfg, ds)
         log(f"resuming {run_dir} after epoch {state['epochs_done']} of {cfg.epochs}")
         if state["epochs_done"] >= cfg.epochs:
-            log(f"{run_dir} already finished its {cfg.epochs} epochs; pass --epochs N to train further.")
+            log(f"{run_dir} already finished its {cfg.epochs} epochs; pass --epochs +N to train further.")
         truncate_metrics(run_dir, state["epochs_done"])
         raw = json.loads((run_dir / CONFIG_FILE).read_text())
         if raw["train"] != asdict(cfg):
