@@ -17,20 +17,26 @@ from pathlib import Path
 import numpy as np
 
 
+def fail(message):
+    """One line on stderr and exit code 2, as kvae's command line does for bad input."""
+    print(message, file=sys.stderr)
+    raise SystemExit(2)
+
+
 class Decoder:
     """A .tflite or .onnx decoder: decode(z[, labels]) -> E[x|z] in the image shape."""
 
     def __init__(self, path):
         self.path = Path(path)
         if not self.path.is_file():
-            raise SystemExit(f"run_decoder: no such file: {path}")
+            fail(f"run_decoder: no such file: {path}")
         try:
             self._load()
         except SystemExit:
             raise
         except Exception as e:  # noqa: BLE001 - the runtimes raise many types for a bad file
             first = str(e).strip().splitlines()[0][:200] if str(e).strip() else type(e).__name__
-            raise SystemExit(f"run_decoder: {self.path} is not a kvae decoder this runtime can load: {first}")
+            fail(f"run_decoder: {self.path} is not a kvae decoder this runtime can load: {first}")
 
     def _load(self):
         if self.path.suffix == ".tflite":
@@ -50,13 +56,13 @@ class Decoder:
             self.conditional = "labels" in inputs
             self._run = lambda feeds: self._session.run(["mean"], feeds)[0]
         else:
-            raise SystemExit(f"run_decoder: expected a .tflite or .onnx file, got {self.path.name}")
+            fail(f"run_decoder: expected a .tflite or .onnx file, got {self.path.name}")
 
     def decode(self, z, labels=None):
         feeds = {"z": np.asarray(z, np.float32)}
         if self.conditional:
             if labels is None:
-                raise SystemExit("run_decoder: this decoder is conditional: pass --label K")
+                fail("run_decoder: this decoder is conditional: pass --label K")
             feeds["labels"] = np.broadcast_to(np.asarray(labels, np.int32), (len(z),)).copy()
         return self._run(feeds)
 

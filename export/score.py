@@ -30,7 +30,9 @@ import numpy as np
 
 
 def fail(message):
-    raise SystemExit(f"score: {message}")
+    """One line on stderr and exit code 2, as kvae's command line does for bad input."""
+    print(f"score: {message}", file=sys.stderr)
+    raise SystemExit(2)
 
 
 class Scorer:
@@ -81,6 +83,8 @@ def load_images(path, shape):
         x = x[..., None]  # grey images without their channel axis
     if x.shape == shape:
         x = x[None]  # one image
+    if x.ndim == len(shape) + 1 and len(x) == 0:
+        fail(f"{path} holds no images (shape {tuple(x.shape)})")
     if x.shape[1:] != shape:
         fail(f"{path}: images of shape {tuple(x.shape[1:]) or tuple(x.shape)} do not fit the scorer's "
              f"input {tuple(shape)}")

@@ -395,7 +395,7 @@ def test_run_decoder_on_a_file_that_is_not_a_model(tmp_path):
     bad.write_bytes(b"this is not a flatbuffer")
     done = subprocess.run([sys.executable, "export/run_decoder.py", str(bad), "--out", str(tmp_path / "g.png")],
                           capture_output=True, text=True, env=ENV, cwd=Path(__file__).parent.parent)
-    assert done.returncode != 0 and "Traceback" not in done.stderr
+    assert done.returncode == cli.EXIT_BAD_INPUT and "Traceback" not in done.stderr  # as kvae's commands
     assert "is not a kvae decoder this runtime can load" in done.stderr
     assert len(done.stderr.strip().splitlines()) == 1 and not (tmp_path / "g.png").exists()
 
@@ -541,3 +541,18 @@ def test_resume_epochs_plus_n_trains_n_more_and_a_smaller_total_or_a_no_op_chang
     assert run_cli("train", "--resume", run, "--epochs", 2, "--quiet") == 0
     assert "already finished its 2 epochs" in capsys.readouterr().out
     assert snapshot(run) == before  # no new TensorBoard event file, no rewritten summary
+
+
+def test_the_device_scorer_refuses_an_empty_input_in_one_line_with_exit_2(tmp_path, capsys):
+    """export/score.py reads the images before either runtime runs: 0 images is one line and exit 2
+    (it was an onnxruntime traceback, and an empty table with exit 0 under TFLite)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("score", Path(__file__).parent.parent / "export" / "score.py")
+    score = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(score)
+    np.save(tmp_path / "empty.npy", np.zeros((0, 8, 8, 1), "float32"))
+    with pytest.raises(SystemExit) as stop:
+        score.load_images(tmp_path / "empty.npy", (8, 8, 1))
+    assert stop.value.code == cli.EXIT_BAD_INPUT
+    assert capsys.readouterr().err.strip() == f"score: {tmp_path / 'empty.npy'} holds no images (shape (0, 8, 8, 1))"
