@@ -556,3 +556,33 @@ def test_the_device_scorer_refuses_an_empty_input_in_one_line_with_exit_2(tmp_pa
         score.load_images(tmp_path / "empty.npy", (8, 8, 1))
     assert stop.value.code == cli.EXIT_BAD_INPUT
     assert capsys.readouterr().err.strip() == f"score: {tmp_path / 'empty.npy'} holds no images (shape (0, 8, 8, 1))"
+
+
+def test_an_export_keeps_its_scratch_files_in_its_own_work_folder(finished_run, tmp_path, monkeypatch):
+    """The SavedModel check's z.npy / out.npz and the TFLite conversion's SavedModel live inside the
+    export's hidden work folder (which the next export sweeps after a kill -9), never in the system's
+    temp folder, where nothing would remove them."""
+    import tempfile
+
+    from kvae.exporters import savedmodel
+
+    system_temp = tmp_path / "system-temp"
+    system_temp.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(system_temp))
+    seen = []
+    real_run = savedmodel.subprocess.run
+
+    def ours():  # (TensorFlow's AutoGraph writes its own generated sources there, and keeps them)
+        return sorted(n for n in os.listdir(system_temp) if not n.startswith("__autograph_generated_file"))
+
+    def run(*args, **kwargs):  # what is on disk while the server-side check runs
+        seen.append((ours(), [str(a) for a in args[0]]))
+        return real_run(*args, **kwargs)
+
+    monkeypatch.setattr(savedmodel.subprocess, "run", run)
+    out = tmp_path / "out"
+    assert run_cli("export", finished_run, "--format", "savedmodel,tflite", "--tflite-variants", "float32",
+                   "--out", out) == 0
+    assert seen and all(listing == [] for listing, _ in seen)
+    assert all(f".{out.name}.partial-" in argv[-1] for _, argv in seen)  # out.npz in the work folder
+    assert ours() == []

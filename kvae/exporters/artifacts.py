@@ -263,11 +263,11 @@ def export_into(model, metadata, work, formats, model_name, version, num_check, 
     if "savedmodel" in formats:
         path = work / "savedmodel" / model_name / str(version)
         write_savedmodel(model, path, metadata)
-        outputs, latency = run_savedmodel_without_kvae(path, z, labels)
+        outputs, latency = run_savedmodel_without_kvae(path, z, labels, scratch=work)
         check("savedmodel", path, outputs, latency)
     if "tflite" in formats:
         (work / "tflite").mkdir()
-        with tempfile.TemporaryDirectory() as tmp:
+        with tempfile.TemporaryDirectory(dir=work) as tmp:
             write_savedmodel(model, Path(tmp) / "decoder", metadata, decoder_only=True)
             if "int8" in tflite_variants and clip is not None:
                 write_savedmodel(model, Path(tmp) / "decoder_clipped", metadata, decoder_only=True,
@@ -305,7 +305,7 @@ def export_scorer(model, work, formats, num_check, seed, check):
                                 f"{np.abs(expected['score'] - keras_score).max():.2e}.")
     expected["score"] = keras_score
     if "tflite" in formats:
-        with tempfile.TemporaryDirectory() as tmp:
+        with tempfile.TemporaryDirectory(dir=work) as tmp:
             write_scorer_savedmodel(model, Path(tmp) / "scorer")
             for variant in SCORER_TFLITE_VARIANTS:
                 path = work / "tflite" / f"scorer_{variant}.tflite"

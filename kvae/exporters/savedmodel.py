@@ -105,17 +105,19 @@ _SAVEDMODEL_CHECK = textwrap.dedent("""
 """)
 
 
-def run_savedmodel_without_kvae(path, z, labels=None):
+def run_savedmodel_without_kvae(path, z, labels=None, scratch=None):
     """The `serving_default` signature, run in a fresh Python process where
     `import kvae` fails, as a server would run it.
 
     Args:
-        path: the SavedModel directory; z, labels: as in `run_tflite`.
+        path: the SavedModel directory; z, labels: as in `run_tflite`;
+        scratch: the folder for its inputs and outputs (an export's own work folder, which
+            the next export sweeps if this process is killed), or None (the system's temp).
 
     Returns:
         (dict of outputs, (p50_ms, p99_ms) of batch-1 calls).
     """
-    with tempfile.TemporaryDirectory() as tmp:
+    with tempfile.TemporaryDirectory(dir=scratch) as tmp:
         tmp = Path(tmp)
         np.save(tmp / "z.npy", z)
         labels_path = "-"
