@@ -36,9 +36,58 @@ import secrets
 import shutil
 from pathlib import Path
 
-__all__ = ["LockedError", "RunLock", "atomic_path", "is_temp", "sweep", "temp_path", "write_json", "write_text"]
+__all__ = ["LockedError", "DestinationError", "RunLock", "atomic_path", "check_destination", "is_temp", "sweep",
+           "temp_path", "write_json", "write_text"]
 
 _TEMP = re.compile(r"^\..+\.(?:tmp|partial)-(\d+)-[0-9a-f]+")
+#: what the temporary name adds to a name (".", ".partial-PID-RANDOM"): a destination must leave room for it
+_TEMP_EXTRA = len(".") + len(".partial-") + 7 + len("-") + 6
+#: errors that mean "not here" (the destination the user gave), not a failing system (a full disk: OSError)
+_DESTINATION_ERRNOS = {errno.EACCES, errno.EPERM, errno.EROFS, errno.ENAMETOOLONG, errno.ENOTDIR, errno.ELOOP,
+                       errno.EISDIR}
+
+
+class DestinationError(ValueError):
+    """A destination that cannot be written as asked: read-only, a name too long, a symbolic link loop."""
+
+
+def _shown(path):
+    text = str(path)
+    return text if len(text) <= 80 else f"{text[:40]}...{text[-20:]} ({len(text)} characters)"
+
+
+def check_destination(path, flag="--out"):
+    """Refuse, before any work, a destination that can never be written.
+
+    Args:
+        path: str or Path, a file or folder to create or replace; flag: how to name it.
+
+    Raises:
+        DestinationError naming the flag and the path: a name longer than the file system
+        takes (with room for kvae's temporary name), a symbolic link that leads nowhere (a
+        loop or a missing target), or a parent folder that cannot be written.
+    """
+    path = Path(path)
+    limit = os.pathconf(_existing_parent(path), "PC_NAME_MAX") if _existing_parent(path) else 255
+    if len(path.name.encode()) + _TEMP_EXTRA > limit:
+        raise DestinationError(f"{flag} {_shown(path)}: the name is too long ({len(path.name.encode())} bytes; at "
+                               f"most {limit - _TEMP_EXTRA} here).")
+    if path.is_symlink() and not path.exists():
+        raise DestinationError(f"{flag} {_shown(path)} is a symbolic link that leads nowhere (a loop or a missing "
+                               "target).")
+    parent = _existing_parent(path)
+    if parent is not None and not os.access(parent, os.W_OK | os.X_OK):
+        raise DestinationError(f"{flag} {_shown(path)}: {parent} cannot be written (read-only or no permission).")
+
+
+def _existing_parent(path):
+    for p in Path(path).absolute().parents:
+        try:
+            if p.is_dir():
+                return p
+        except OSError:
+            return None
+    return None
 
 
 def temp_path(path, kind="tmp"):
@@ -76,9 +125,13 @@ def atomic_path(path, directory=False):
             the user's umask) and replaces `path` whole.
     """
     path = Path(path)
+    check_destination(path, "cannot write")
     tmp = temp_path(path, "partial" if directory else "tmp")
-    if directory:
-        tmp.mkdir()
+    try:
+        if directory:
+            tmp.mkdir()
+    except OSError as e:
+        raise _named(e, tmp, path) from None
     try:
         yield tmp
         if directory:
@@ -93,9 +146,21 @@ def atomic_path(path, directory=False):
             with open(tmp, "rb+") as f:  # on disk before the rename makes it visible
                 os.fsync(f.fileno())
             os.replace(tmp, path)
+    except OSError as e:
+        _remove(tmp)
+        raise _named(e, tmp, path) from None
     except BaseException:
         _remove(tmp)
         raise
+
+
+def _named(error, tmp, path):
+    """An OSError about kvae's temporary name, told about the path the user gave instead."""
+    if error.filename not in (str(tmp), tmp, str(path)) and error.filename2 not in (str(tmp), str(path)):
+        return error
+    if error.errno in _DESTINATION_ERRNOS:
+        return DestinationError(f"cannot write {_shown(path)}: {error.strerror}.")
+    return OSError(error.errno, error.strerror, str(path))
 
 
 def write_text(path, text):

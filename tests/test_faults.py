@@ -586,3 +586,31 @@ def test_an_export_keeps_its_scratch_files_in_its_own_work_folder(finished_run, 
     assert seen and all(listing == [] for listing, _ in seen)
     assert all(f".{out.name}.partial-" in argv[-1] for _, argv in seen)  # out.npz in the work folder
     assert ours() == []
+
+
+@pytest.mark.parametrize("make", ["too_long", "loop", "read_only"])
+def test_an_unwritable_out_is_refused_in_one_line_naming_it_with_exit_2(finished_run, tmp_path, capsys, monkeypatch,
+                                                                        make):
+    """A name longer than the file system takes, a symbolic-link loop, or a folder that cannot be
+    written: `train`, `export` and `sample` refuse it with exit 2, naming the --out given (not a
+    hidden temporary name), before any work, and leave nothing behind."""
+    if make == "too_long":
+        out = tmp_path / ("x" * 300)
+    elif make == "loop":
+        out = tmp_path / "loop"
+        out.symlink_to(out)
+        Path(f"{out}.png").symlink_to(f"{out}.png")
+    else:
+        out = tmp_path / "ro" / "out"
+        out.parent.mkdir()
+        real_access = os.access
+        monkeypatch.setattr(os, "access", lambda p, mode, **kw: Path(p) != out.parent and real_access(p, mode, **kw))
+    before = sorted(os.listdir(tmp_path)) + (sorted(os.listdir(out.parent)) if make == "read_only" else [])
+    for argv in (["train", *SMALL, "--epochs", 1, "--out", out], ["export", finished_run, "--format", "onnx", "--out", out],
+                 ["sample", finished_run, "--out", f"{out}.png"]):
+        assert run_cli(*argv) == cli.EXIT_BAD_INPUT, argv
+        err = one_line_error(capsys)
+        assert ".partial-" not in err and ".tmp-" not in err, err
+        assert str(out)[:40] in err and ("too long" in err or "leads nowhere" in err or "cannot be written" in err), err
+    after = sorted(os.listdir(tmp_path)) + (sorted(os.listdir(out.parent)) if make == "read_only" else [])
+    assert after == before

@@ -134,6 +134,7 @@ def export(source, out_dir, formats=FORMATS, force=False, model_name="kvae", ver
     if unknown or not formats:
         raise ExportError(f"Unknown format(s) {', '.join(unknown) or '(none)'}: choose from {', '.join(FORMATS)}.")
     out_dir = Path(out_dir)
+    files.check_destination(out_dir, "--out")
     if out_dir.exists() and not force:
         raise ExportError(f"{out_dir} exists; use --force to replace it, or another --out.")
     if out_dir.exists():

@@ -31,6 +31,10 @@ def _lock(run_dir):
 def _claim_new(run_dir, force):
     """Create (or take) `run_dir` for a new run and lock it, deleting nothing.
     Returns (lock, directories this call created)."""
+    try:
+        files.check_destination(run_dir, "--out")
+    except files.DestinationError as e:
+        raise RunError(str(e)) from None
     if run_dir.exists() and not run_dir.is_dir():
         raise RunError(f"--out {run_dir} is a file, not a directory.")
     if run_dir.is_dir() and any(run_dir.iterdir()):
