@@ -614,3 +614,13 @@ def test_an_unwritable_out_is_refused_in_one_line_naming_it_with_exit_2(finished
         assert str(out)[:40] in err and ("too long" in err or "leads nowhere" in err or "cannot be written" in err), err
     after = sorted(os.listdir(tmp_path)) + (sorted(os.listdir(out.parent)) if make == "read_only" else [])
     assert after == before
+
+
+@pytest.mark.parametrize("n, form", [(1, "npz"), (2, "npy")])
+def test_a_dataset_too_small_to_split_says_how_many_and_what_each_split_needs(tmp_path, capsys, n, form):
+    path = tmp_path / f"tiny.{form}"
+    x = np.zeros((n, 8, 8, 1), "float32")
+    np.save(path, x) if form == "npy" else np.savez(path, x=x)
+    assert run_cli("train", "--dataset", path, "--epochs", 1, "--quiet", "--out", tmp_path / "r") == cli.EXIT_BAD_INPUT
+    one_line_error(capsys, f"tiny.{form} has {n} example", "too few to split", "at least one each", "at least 3")
+    assert not (tmp_path / "r").exists()

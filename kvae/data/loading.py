@@ -15,7 +15,7 @@ from kvae.data.sequential import INFO, MANIFEST, TFDSSource, TFRecordSource, fin
 from kvae.data import subset
 from kvae.data.sources import open_source
 from kvae.data.subset import Subset, scale_of
-from kvae.data.splits import heldout_cap, split_off, stream_splits
+from kvae.data.splits import check_split_sizes, heldout_cap, split_off, stream_splits
 from kvae.extras import require
 
 __all__ = ["load", "load_arrays", "load_streamed", "must_stream", "read_inputs"]
@@ -145,6 +145,7 @@ def load_arrays(name, data_dir=None, download=False, validation_fraction=0.1, se
         num_classes = num_classes or int(max(y.max(initial=0), y_test.max(initial=0) if y_test is not None else 0)) + 1
     train, validation = split_off(x, y, validation_fraction, seed)
     test = (with_channel(to_unit(test[0], divisor)), y_test)
+    check_split_sizes(source, len(train[0]), len(validation[0]), len(test[0]))
     if test[0].shape[1:] != train[0].shape[1:]:
         raise DataError(f"Train examples have shape {train[0].shape[1:]} but test examples {test[0].shape[1:]}.")
     return Dataset(str(name), source, train, validation, test, num_classes=num_classes, notes=notes)
@@ -201,6 +202,7 @@ def load_streamed(name, validation_fraction=0.1, seed=0, unit=None, threshold=Fa
     notes += [note] if note else []
     train, validation, test = (Subset(src, i, divisor, unit, threshold)
                                for i in stream_splits(src.n, src.shape, validation_fraction, seed))
+    check_split_sizes(src.where, len(train), len(validation), len(test))
     train.read(np.arange(min(len(train), 256)))  # the first batch, checked before any step
     num_classes = int(labels.max()) + 1 if labels is not None else None
     out = Dataset(str(name), src.where, train=(train, train.labels),

@@ -4,7 +4,7 @@ stateless (seed, epoch) key that every shuffle and noise draw is keyed by."""
 
 import numpy as np
 
-__all__ = ["split_indices", "split_off", "heldout_cap", "stream_splits", "epoch_key", "block_shuffle",
+__all__ = ["split_indices", "split_off", "check_split_sizes", "heldout_cap", "stream_splits", "epoch_key", "block_shuffle",
            "MAX_HELDOUT", "HELDOUT_FLOATS"]
 
 
@@ -102,3 +102,21 @@ def block_shuffle(ds, key, buffer):
         tf.gather(t, tf.random.experimental.stateless_shuffle(
             tf.range(tf.shape(block[0])[0]), seed=tf.stack([key, b]))) for t in block))
     return blocks.unbatch()
+
+
+def check_split_sizes(where, train, validation, test):
+    """Refuse data too small to split: every split needs an example.
+
+    Args:
+        where: str, the data's name for the message; train, validation, test: int, the splits' sizes.
+
+    Raises:
+        DataError naming the data, how many examples it has and what each split needs.
+    """
+    from kvae.data.errors import DataError
+
+    if min(train, validation, test) < 1:
+        total = train + validation + test
+        raise DataError(f"{where} has {total} example{'s' if total != 1 else ''}, too few to split: train, validation "
+                        f"and test need at least one each (here {train}, {validation} and {test}); give at least 3, "
+                        "and many more to learn anything.")
