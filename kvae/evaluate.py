@@ -14,6 +14,7 @@ Example:
 """
 
 import math
+import weakref
 
 import keras
 import numpy as np
@@ -39,6 +40,36 @@ def log_weights(model, x, labels, k, seed, prior=None):
         float32 [k, B].
     """
     return model.terms(x, labels, k, seed, prior=prior).log_weights
+
+
+#: model -> (weights fingerprint, its compiled chunk function): one trace per model and batch shape, however
+#: many times log_likelihood is called on it (a score of many chunks would retrace, and warn, every call)
+_CHUNK_FUNCTIONS = weakref.WeakKeyDictionary()
+
+
+def _weights_version(model):
+    """A fingerprint of the weights the prior and the likelihood weights depend on: a change (training,
+    load_weights) makes a new compiled function, with the prior computed anew."""
+    weights = model.weights
+    return float(tf.add_n([tf.reduce_sum(tf.cast(w, tf.float64) * (i + 1)) for i, w in enumerate(weights)]).numpy()) \
+        if weights else 0.0
+
+
+def _chunk_function(model):
+    """log-sum-exp of a chunk's log-weights, compiled once per model while its weights do not change
+    (the prior is computed once, outside: the VampPrior's encoder runs once, not per chunk)."""
+    version = _weights_version(model)
+    cached = _CHUNK_FUNCTIONS.get(model)
+    if cached is not None and cached[0] == version:
+        return cached[1]
+    prior = model.prior.distribution(model)
+
+    @tf.function(reduce_retracing=True)
+    def chunk_lse(xb, lb, n, seed):
+        return tf.reduce_logsumexp(log_weights(model, xb, lb, n, seed, prior), axis=0)
+
+    _CHUNK_FUNCTIONS[model] = (version, chunk_lse)
+    return chunk_lse
 
 
 def log_likelihood(model, x, labels=None, k=1000, chunk=100, batch_size=256, seed=0, verbose=0):
@@ -75,11 +106,7 @@ def log_likelihood(model, x, labels=None, k=1000, chunk=100, batch_size=256, see
     components = int(model.prior.num_components)
     chunk = max(1, min(int(chunk), ROWS_BY_COMPONENTS // (int(batch_size) * components)))
 
-    prior = model.prior.distribution(model)  # fixed during evaluation: the VampPrior's encoder runs once
-
-    @tf.function(reduce_retracing=True)
-    def chunk_lse(xb, lb, n, seed):
-        return tf.reduce_logsumexp(log_weights(model, xb, lb, n, seed, prior), axis=0)
+    chunk_lse = _chunk_function(model)
 
     out = np.empty(len(x), np.float64)
     bar = keras.utils.Progbar(len(x), unit_name="example") if verbose else None

@@ -49,7 +49,7 @@ Example:
     ['hvae_vamp', 'iaf', 'iwae50', 'iwae50_gaussian', 'vae', 'vae_10min', 'vamp', 'vamp_gaussian']
     >>> cfg = recipes.get("vamp").config(dataset="binarized_mnist", epochs=2)
     >>> cfg.prior, cfg.epochs, cfg.eval_k
-    ('vamp', 2, 5000)
+    ('vamp_base', 2, 5000)
 """
 
 import dataclasses
@@ -274,7 +274,7 @@ RECIPES = {r.name: r for r in (
     Recipe("vamp", "ELBO, VampPrior with 500 pseudo-inputs over iaf's posterior (the prior mixes its Gaussians "
            "before the flow), 40 latents; trained as vae, over 30 minutes, with weight decay 0.3 on the decoder's "
            "kernels (AdamW)", "85.57 (Tomczak & Welling 2018, Gaussian posterior)", 85.0,
-           {**_ELBO, **_COSINE, "time_limit": 30.0, "prior": "vamp", "posterior": "iaf"},
+           {**_ELBO, **_COSINE, "time_limit": 30.0, "prior": "vamp_base", "posterior": "iaf"},
            prior=functools.partial(_vamp, components="base"), posterior=_iaf, patience=0, weight_decay=0.3),
     Recipe("vamp_gaussian", "vamp with the paper's Gaussian posterior: ELBO, VampPrior with 500 pseudo-inputs, 40 "
            "latents; trained as vae, over 30 minutes, with weight decay 0.3 on the decoder's kernels (AdamW)",

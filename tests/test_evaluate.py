@@ -127,3 +127,21 @@ def test_importance_sampling_memory_does_not_grow_with_mixture_components():
     # model and one [rows, K] block under evaluate.ROWS_BY_COMPONENTS; without that bound, +1.6 GB
     assert k4000 - k50 < 150, (k50, k4000)
     assert unbounded - k4000 > 500, (k4000, unbounded)  # the check can fail
+
+
+def test_log_likelihood_compiles_once_per_model_and_follows_new_weights(digits):
+    """Scoring many chunks traces its function once (a new function per call retraced, and TensorFlow
+    warned, on every call); changed weights are not scored with a stale compiled prior."""
+    import kvae
+
+    x = digits[0][:40]
+    model = kvae.VAE((8, 8, 1), 2, encoder=kvae.networks.mlp([8]), decoder=kvae.networks.mlp([8]), prior="vamp")
+    first = evaluate.log_likelihood(model, x[:10], k=4)
+    functions = {id(evaluate._chunk_function(model))}
+    for i in range(6):
+        evaluate.log_likelihood(model, x[i:i + 7], k=4)
+        functions.add(id(evaluate._chunk_function(model)))
+    assert len(functions) == 1
+    np.testing.assert_array_equal(evaluate.log_likelihood(model, x[:10], k=4), first)
+    model.prior.pseudo_logits.assign(model.prior.pseudo_logits + 1.0)
+    assert not np.allclose(evaluate.log_likelihood(model, x[:10], k=4), first)
