@@ -25,10 +25,11 @@ The public API:
 
 docs/ARCHITECTURE.md draws the parts and shows how to add one.
 
-Submodules load on first use (PEP 562), so `import kvae` and `kvae --help`
-do not import TensorFlow. Keras finds the VAE class of a `.keras` file only
-once `kvae.model` is imported: in a fresh process use `kvae.load_model(path)`,
-or touch `kvae.VAE` before `keras.models.load_model`.
+`import kvae` registers kvae's classes with Keras (it imports `kvae.model`,
+the parts and `kvae.optimizers`), so `keras.saving.load_model` reads a kvae `.keras`
+file; the other submodules load on first use (PEP 562). The `kvae` command
+starts through `kvae_command`, which keeps this import lazy, so `kvae --help`
+answers without importing TensorFlow.
 """
 
 import importlib
@@ -49,6 +50,18 @@ def __getattr__(name):
     if name in _SUBMODULES:
         return importlib.import_module(f"kvae.{name}")
     raise AttributeError(f"module 'kvae' has no attribute {name!r}")
+
+
+def _started_by_the_command():
+    """Whether the `kvae` console script (kvae_command) is starting: then nothing heavy is imported here."""
+    import sys
+
+    return "kvae_command" in sys.modules
+
+
+if not _started_by_the_command():
+    for _module in ("kvae.model", "kvae.flows", "kvae.hierarchical", "kvae.optimizers"):
+        importlib.import_module(_module)  # registers the VAE, every part and kvae's optimizers with Keras
 
 
 def __dir__():

@@ -449,11 +449,12 @@ def test_the_lock_refuses_a_second_holder_and_is_released(tmp_path):
 
 # ----------------------------------------------------------- the command line
 def test_help_and_version_do_not_import_tensorflow():
+    """Started as the `kvae` console script (kvae_command), `kvae --help` imports no TensorFlow."""
     code = ("import sys, contextlib, io\n"
-            "from kvae import cli\n"
+            "import kvae_command\n"
             "for argv in (['--version'], ['--help'], ['train', '--help'], ['export', '--help']):\n"
             "    with contextlib.redirect_stdout(io.StringIO()), contextlib.suppress(SystemExit):\n"
-            "        cli.main(argv)\n"
+            "        kvae_command.main(argv)\n"
             "print('tensorflow' in sys.modules, 'keras' in sys.modules)")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=ENV)
     assert done.stdout.strip() == "False False", done.stderr
@@ -624,3 +625,21 @@ def test_a_dataset_too_small_to_split_says_how_many_and_what_each_split_needs(tm
     assert run_cli("train", "--dataset", path, "--epochs", 1, "--quiet", "--out", tmp_path / "r") == cli.EXIT_BAD_INPUT
     one_line_error(capsys, f"tiny.{form} has {n} example", "too few to split", "at least one each", "at least 3")
     assert not (tmp_path / "r").exists()
+
+
+def test_import_kvae_is_enough_for_keras_to_load_a_kvae_file(tmp_path):
+    """A Keras user loads models with Keras: after `import kvae`, `keras.saving.load_model` rebuilds
+    a VAE with a flow posterior and a VampPrior in a fresh process (it raised "Could not locate
+    class 'VAE'")."""
+    model = kvae.VAE((8, 8, 1), 2, encoder=kvae.networks.mlp([8]), decoder=kvae.networks.mlp([8]), posterior="iaf",
+                     prior="vamp_base")
+    model.compile()
+    model.save(tmp_path / "m.keras")
+    z = np.zeros((2, 2), "float32")
+    np.save(tmp_path / "want.npy", model.decode(z).numpy())
+    code = ("import sys, numpy as np\nimport kvae, keras\n"
+            "m = keras.saving.load_model(sys.argv[1] + '/m.keras')\n"
+            "np.testing.assert_allclose(m.decode(np.zeros((2, 2), 'float32')).numpy(), np.load(sys.argv[1] + '/want.npy'))\n"
+            "print(type(m).__name__, type(m.posterior).__name__)")
+    done = subprocess.run([sys.executable, "-c", code, str(tmp_path)], capture_output=True, text=True, env=ENV)
+    assert done.returncode == 0 and done.stdout.split() == ["VAE", "IAFPosterior"], done.stderr[-2000:]
