@@ -45,8 +45,10 @@ class MaskedDense(keras.layers.Layer):
         self.bias = self.add_weight(shape=self.mask.shape[1:], initializer="zeros", name="bias")
 
     def call(self, x):
+        dtype = self.compute_dtype  # the layer's dtype policy (float16 under mixed_float16)
+        kernel = tf.cast(self.kernel, dtype) * tf.cast(self.mask, dtype)
         # tensordot: one 2-D matmul over all leading axes ([k, B, in] in evaluation), not a broadcast batch matmul
-        return tf.tensordot(x, self.kernel * self.mask, 1) + self.bias
+        return tf.tensordot(tf.cast(x, dtype), kernel, 1) + tf.cast(self.bias, dtype)
 
     def get_config(self):
         return {**super().get_config(), "mask": self.mask.tolist()}

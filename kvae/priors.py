@@ -114,8 +114,10 @@ class Prior(keras.layers.Layer):
                 f"{model.posterior.name!r} posterior with the {type(self).__name__} prior."
             )
 
-    def call(self, inputs):  # a prior has no forward pass of its own
-        return inputs
+    def call(self, z):
+        """log p(z) [B] at latents z [B, latent_dim] (float32), for a prior that needs no model;
+        a prior defined through the encoder (the VampPrior) is evaluated by `distribution(model)`."""
+        return self.distribution().log_prob(tf.cast(z, tf.float32))
 
     def get_config(self):
         config = super().get_config()
