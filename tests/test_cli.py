@@ -185,11 +185,11 @@ def test_bad_input_is_one_line_and_exit_code_2(argv, message, tmp_path, capsys):
 
 
 def test_force_replaces_an_existing_run(tmp_path):
+    """(What --force refuses to delete is in tests/test_faults.py.)"""
     run = tmp_path / "r"
-    run.mkdir()
-    (run / "stale.txt").write_text("old")
-    assert run_cli("train", *SMALL, "--epochs", 1, "--out", run, "--force") == 0
-    assert not (run / "stale.txt").exists() and (run / "best.keras").exists()
+    assert run_cli("train", *SMALL, "--epochs", 1, "--out", run) == 0
+    assert run_cli("train", *SMALL, "--epochs", 2, "--out", run, "--force") == 0
+    assert json.loads((run / "state.json").read_text())["epochs_done"] == 2 and (run / "best.keras").exists()
 
 
 @pytest.mark.slow

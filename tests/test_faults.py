@@ -643,3 +643,29 @@ def test_import_kvae_is_enough_for_keras_to_load_a_kvae_file(tmp_path):
             "print(type(m).__name__, type(m.posterior).__name__)")
     done = subprocess.run([sys.executable, "-c", code, str(tmp_path)], capture_output=True, text=True, env=ENV)
     assert done.returncode == 0 and done.stdout.split() == ["VAE", "IAFPosterior"], done.stderr[-2000:]
+
+
+def test_a_run_on_a_relative_data_path_works_from_any_directory_and_says_the_flag_when_the_data_moved(
+        tmp_path, capsys, monkeypatch):
+    """The data path is recorded absolute (a relative one broke `evaluate` and `--resume` from another
+    directory); data that has moved is one line naming the flag, and --resume --dataset records the
+    new place; repeating the first command with --resume (the relative path) is the same run."""
+    from sklearn.datasets import load_digits
+
+    (tmp_path / "data").mkdir()
+    np.save(tmp_path / "data" / "d.npy", (load_digits().images[:300, ..., None] * 255 / 16).astype("uint8"))
+    monkeypatch.chdir(tmp_path)
+    assert run_cli("train", "--dataset", "data/d.npy", "--epochs", 1, "--latent-dim", 2, "--quiet", "--out", "runs/r") == 0
+    assert run_cli("train", "--resume", "runs/r", "--dataset", "data/d.npy", "--epochs", 1, "--quiet") == 0
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    run = tmp_path / "runs" / "r"
+    assert run_cli("evaluate", run, "--k", 0) == 0
+    (tmp_path / "data").rename(tmp_path / "moved")
+    capsys.readouterr()
+    assert run_cli("evaluate", run, "--k", 0) == cli.EXIT_BAD_INPUT
+    one_line_error(capsys, "d.npy, which is not there any more", f"--resume {run} --dataset NEW_PATH")
+    assert run_cli("train", "--resume", run, "--dataset", tmp_path / "moved" / "d.npy", "--epochs", 2, "--quiet") == 0
+    assert rundir.load_config(run).dataset == str(tmp_path / "moved" / "d.npy")
+    assert run_cli("evaluate", run, "--k", 0) == 0

@@ -6,7 +6,7 @@ import numpy as np
 from kvae import data as kdata
 from kvae.config import RunError
 
-__all__ = ["needs_unit_interval", "prepare_data", "prepare_inputs", "stream_inputs", "pipelines"]
+__all__ = ["needs_unit_interval", "absolute_paths", "data_moved", "check_recorded_data", "prepare_data", "prepare_inputs", "stream_inputs", "pipelines"]
 
 
 def needs_unit_interval(cfg):
@@ -23,6 +23,58 @@ def needs_unit_interval(cfg):
     likelihood = distributions.get_likelihood(cfg.likelihood)
     return (f"the {likelihood.name} likelihood" if likelihood.unit_interval
             else f"--binarize {cfg.binarization}" if cfg.binarization != "none" else None)
+
+
+def _is_path(name):
+    return name is not None and str(name) not in kdata.NAMES
+
+
+def absolute_paths(cfg):
+    """The config with its data paths absolute, so that the run keeps working from any directory.
+
+    Args:
+        cfg: kvae.config.TrainConfig.
+
+    Returns:
+        a new TrainConfig (a named dataset, or a path that does not exist, is kept as given).
+    """
+    import dataclasses
+    from pathlib import Path
+
+    changes = {}
+    if _is_path(cfg.dataset) and Path(str(cfg.dataset)).expanduser().exists():
+        changes["dataset"] = str(Path(str(cfg.dataset)).expanduser().resolve())
+    if cfg.data_dir and Path(cfg.data_dir).expanduser().exists():
+        changes["data_dir"] = str(Path(cfg.data_dir).expanduser().resolve())
+    return dataclasses.replace(cfg, **changes)
+
+
+def data_moved(cfg):
+    """Whether a run's recorded data path no longer exists (moved or deleted).
+
+    Args:
+        cfg: kvae.config.TrainConfig.
+
+    Returns:
+        bool.
+    """
+    from pathlib import Path
+
+    return _is_path(cfg.dataset) and not Path(str(cfg.dataset)).expanduser().exists()
+
+
+def check_recorded_data(cfg, run_dir):
+    """Refuse, in one line with the flag to use, a run whose recorded data has moved.
+
+    Args:
+        cfg: the run's TrainConfig; run_dir: str or Path.
+
+    Raises:
+        RunError naming the path and `kvae train --resume RUN --dataset NEW`.
+    """
+    if data_moved(cfg):
+        raise RunError(f"{run_dir} was trained on {cfg.dataset}, which is not there any more (moved or deleted?): "
+                       f"`kvae train --resume {run_dir} --dataset NEW_PATH` records where it is now.")
 
 
 def prepare_data(cfg):

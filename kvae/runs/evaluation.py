@@ -1,7 +1,7 @@
 """Evaluating a run's model on its test split."""
 
 from kvae.rundir import load_config
-from kvae.runs.data import prepare_data
+from kvae.runs.data import check_recorded_data, prepare_data
 from kvae.saving import load_model
 
 __all__ = ["evaluate"]
@@ -23,7 +23,9 @@ def evaluate(run_dir, ds=None, model=None, which="best", k=0, seed=0, verbose=0)
     from kvae import evaluate as kevaluate
 
     cfg = load_config(run_dir)
-    ds = ds or prepare_data(cfg)
+    if ds is None:
+        check_recorded_data(cfg, run_dir)
+        ds = prepare_data(cfg)
     model = model or load_model(run_dir, which)
     labels = ds.test[1] if model.conditional else None
     result = kevaluate.summary(model, ds.test[0], labels, k=k, seed=seed, verbose=verbose)

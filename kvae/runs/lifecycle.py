@@ -3,6 +3,7 @@ everything, and only then writes; `resume` continues one from its last
 finished epoch. The trust rules are in kvae.runs's docstring."""
 
 import contextlib
+import dataclasses
 import json
 import os
 import shutil
@@ -14,7 +15,7 @@ from kvae.config import RESUMABLE, RunError, TrainConfig, flag
 from kvae.rundir import CONFIG_FILE, RUN_ENTRIES, STATE_FILE, foreign_entry, is_run, load_config, read_state
 from kvae.runs.building import new_model, recipe_of, setup_runtime, write_config
 from kvae.runs.cluster import strategy_for, worker_run
-from kvae.runs.data import prepare_data
+from kvae.runs.data import absolute_paths, check_recorded_data, data_moved, prepare_data
 from kvae.runs.fitting import fit_run, truncate_metrics
 from kvae.saving import load_model, read_summary
 
@@ -100,6 +101,7 @@ def train(cfg, run_dir, force=False, verbose=1, log=print, model_config=None):
     """
     cfg.validate()
     recipe_of(cfg)
+    cfg = absolute_paths(cfg)  # recorded so that the run works from any directory
     run_dir = Path(run_dir)
     strategy, chief = strategy_for(cfg)
     if not chief:
@@ -158,6 +160,12 @@ def resume_config(run_dir, changes=None, more_epochs=None):
     cfg = load_config(run_dir)
     done = read_state(run_dir)["epochs_done"]
     changes = dict(changes or {})
+    for key in ("dataset", "data_dir"):  # a path given as on the first command (relative) is the same path
+        if changes.get(key) is not None:
+            changes[key] = getattr(absolute_paths(dataclasses.replace(cfg, **{key: changes[key]})), key)
+    if "dataset" in changes and changes["dataset"] != cfg.dataset and data_moved(cfg):
+        cfg.dataset = changes.pop("dataset")  # the same data, found elsewhere: recorded below
+    check_recorded_data(cfg, run_dir)
     if more_epochs is not None:
         if "epochs" in changes or int(more_epochs) < 1:
             raise RunError("give --epochs either as a total or as +N (N >= 1 more), not both")
@@ -179,7 +187,7 @@ def resume_config(run_dir, changes=None, more_epochs=None):
                        "Start a new run with --out to change them.")
     cfg.validate()
     recipe_of(cfg)
-    return cfg
+    return absolute_paths(cfg)
 
 
 def resume(run_dir, changes=None, verbose=1, log=print, more_epochs=None):

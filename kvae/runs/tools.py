@@ -7,7 +7,7 @@ import numpy as np
 from kvae import data as kdata
 from kvae.config import RunError
 from kvae.rundir import is_run, load_config
-from kvae.runs.data import prepare_data, prepare_inputs, stream_inputs
+from kvae.runs.data import check_recorded_data, prepare_data, prepare_inputs, stream_inputs
 from kvae.saving import load_model
 
 __all__ = ["test_inputs", "score_table", "anomaly_report", "scorer_thresholds"]
@@ -23,6 +23,7 @@ def test_inputs(run_dir, n=None, which="best"):
         (kvae.VAE, x float32 [N, *input_shape], labels int32 [N] for a conditional model, else None).
     """
     cfg, model = load_config(run_dir), load_model(run_dir, which)
+    check_recorded_data(cfg, run_dir)
     x, y = prepare_data(cfg).test
     y = y if model.conditional else None
     if n is not None:
@@ -78,6 +79,7 @@ def anomaly_report(run_dir, score, data=None, fpr=None, n=16, verbose=1):
     if fpr is not None and not 0 < fpr < 1:
         raise ValueError(f"--fpr must be in (0, 1), got {fpr}")
     cfg, model = load_config(run_dir), load_model(run_dir)
+    check_recorded_data(cfg, run_dir)
     ds = prepare_data(cfg)
     if data:
         x, y, where = prepare_inputs(cfg, data, model.data_shape)
@@ -122,6 +124,7 @@ def scorer_thresholds(run_dir, fpr):
     if not is_run(run_dir):
         raise RunError(f"--fpr calibrates on a run's validation split; {run_dir} is not a run directory")
     cfg, model = load_config(run_dir), load_model(run_dir)
+    check_recorded_data(cfg, run_dir)
     x, y = prepare_data(cfg).validation
     elbo = anomaly.NegativeELBO()(model, x, y if model.conditional else None)
     scores = {"elbo": elbo}
