@@ -89,6 +89,7 @@ class Recipe:
         average: float in [0, 1), the momentum of a moving average of the
             weights (Keras's `use_ema`), which the run validates, selects and
             evaluates in place of the trained weights (0: none).
+        dataset: str, the data the anchors and measured figures are for (a run on other data says so).
     """
 
     name: str
@@ -106,6 +107,8 @@ class Recipe:
     weight_decay: float = 0.0
     average: float = 0.0
     weight_decay_end: Optional[float] = None
+    #: the data the recipe's anchors and measured figures are for
+    dataset: str = "binarized_mnist"
 
     def __post_init__(self):
         if self.optimizer not in ("adam", "normalized_adam", "adamax") or self.init not in ("glorot", "he"):

@@ -218,3 +218,15 @@ def test_pipeline_without_epoch_reshuffles_each_pass():
     ds = data.pipeline(np.arange(50, dtype="float32")[:, None], batch_size=50, seed=0)
     first, second = (next(iter(ds)).numpy().ravel() for _ in range(2))
     assert sorted(first) == sorted(second) and not np.array_equal(first, second)
+
+
+def test_an_unprepared_tfds_folder_is_passed_over_quietly(offline, caplog, capsys):
+    """A TFDS version folder without prepared splits (a download that never finished) is not the
+    data: the search goes on to the one-line not-found error, with no KeyError traceback and no absl
+    "Variant folder ... has no dataset_info.json" line."""
+    import logging
+
+    (offline / "tfds" / "fashion_mnist" / "3.0.1").mkdir(parents=True)
+    with caplog.at_level(logging.INFO), pytest.raises(data.DataNotFoundError):
+        data.load("fashion_mnist", data_dir=str(offline / "tfds"))
+    assert "dataset_info.json" not in caplog.text + capsys.readouterr().err

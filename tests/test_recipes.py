@@ -374,6 +374,7 @@ def test_a_run_rebuilt_from_its_config_json_is_the_same_model_and_an_edited_one_
     flags = ["--epochs", "1", "--eval-k", "0", "--quiet"]
     first = tmp_path / "first"
     assert cli.main(["train", "--recipe", "vamp", "--dataset", "digits", *flags, "--out", str(first)]) == 0
+    assert "note: recipe 'vamp' was made for binarized_mnist" in capsys.readouterr().out  # digits: no anchors
     recorded = json.loads((first / "config.json").read_text())
     assert recorded["train"]["prior"] == "vamp_base"  # the name of what was built ...
     assert recorded["model"]["prior"]["config"]["components"] == "base"  # ... and its options

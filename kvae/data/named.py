@@ -44,10 +44,16 @@ def _tfds_load(name, data_dir, splits=("train", "test"), download=False):
             require("tensorflow_datasets", "data", f"Downloading {name}")
         return None
 
+    import logging
+
+    absl = logging.getLogger("absl")
+    level, absl.level = absl.level, logging.ERROR  # "Variant folder ... has no dataset_info.json": a lookup, not news
     try:
         datasets = tfds.load(name, split=list(splits), data_dir=data_dir, download=download)
-    except (AssertionError, FileNotFoundError, tfds.core.registered.DatasetNotFoundError):
-        return None
+    except (AssertionError, FileNotFoundError, KeyError, tfds.core.registered.DatasetNotFoundError):
+        return None  # KeyError: a version folder without prepared splits ("splits is empty")
+    finally:
+        absl.setLevel(level)
     out = {}
     for split, ds in zip(splits, datasets):
         images, labels = [], []

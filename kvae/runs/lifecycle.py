@@ -112,6 +112,10 @@ def train(cfg, run_dir, force=False, verbose=1, log=print, model_config=None):
         setup_runtime(cfg)
         ds = prepare_data(cfg)
         log(f"data: {ds.summary()}; binarisation: {cfg.binarization}")
+        recipe = recipe_of(cfg)
+        if recipe is not None and recipe.dataset != ds.name:
+            log(f"note: recipe {recipe.name!r} was made for {recipe.dataset}; its anchors and measured figures "
+                f"(kvae recipes) do not apply to {ds.name}")
         with strategy.scope() if strategy else contextlib.nullcontext():
             model = new_model(cfg, ds, model_config)
         # Validated: only now may the old run go.
