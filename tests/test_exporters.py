@@ -213,8 +213,12 @@ def test_existing_output_needs_force(exported, tmp_path):
     with pytest.raises(exporters.ExportError, match="exists; use --force"):
         exporters.export(source, tmp_path / "out", formats=["onnx"])
     assert (tmp_path / "out" / "keep.txt").read_text() == "mine"
-    exporters.export(source, tmp_path / "out", formats=["onnx"], force=True, log=lambda *a: None)
-    assert not (tmp_path / "out" / "keep.txt").exists() and (tmp_path / "out" / "onnx" / "decoder.onnx").exists()
+    with pytest.raises(exporters.ExportError, match="keep.txt; nothing was deleted"):  # not an export of kvae's
+        exporters.export(source, tmp_path / "out", formats=["onnx"], force=True, log=lambda *a: None)
+    assert (tmp_path / "out" / "keep.txt").read_text() == "mine"
+    exporters.export(source, tmp_path / "new", formats=["onnx"], log=lambda *a: None)
+    exporters.export(source, tmp_path / "new", formats=["onnx"], force=True, log=lambda *a: None)  # an export: replaced
+    assert (tmp_path / "new" / "onnx" / "decoder.onnx").exists()
 
 
 def test_a_failed_check_is_an_error_and_leaves_nothing(exported, tmp_path, monkeypatch):
@@ -222,7 +226,7 @@ def test_a_failed_check_is_an_error_and_leaves_nothing(exported, tmp_path, monke
     monkeypatch.setitem(exporters.TOLERANCE, "tflite_float16", 0.0)  # float16 cannot be exact
     with pytest.raises(exporters.VerificationError, match=r"tflite_float16 does not match .* > 0"):
         exporters.export(export_dir.parent / "model.keras", tmp_path / "out", formats=["tflite"],
-                         log=lambda *a: None)
+                         tflite_variants=["float32", "float16"], log=lambda *a: None)  # named: no default to drop
     assert list(tmp_path.iterdir()) == []  # no output, no partial directory
 
 
@@ -278,3 +282,24 @@ def test_an_interrupted_export_leaves_nothing_and_a_killed_ones_leftovers_go(exp
         os.umask(old)
     assert (tmp_path / "out").stat().st_mode & 0o777 == 0o755  # not mkdtemp's 0700
     assert sorted(p.name for p in tmp_path.iterdir()) == ["m.keras", "out"]
+
+
+def test_a_default_variant_that_fails_its_check_is_left_out_and_reported(tmp_path, monkeypatch, capsys):
+    """Asked for the defaults, a user gets every artifact that verifies and the reason for the one that
+    does not (the export wrote nothing at all); a variant named with --tflite-variants still fails whole."""
+    from kvae.exporters import base
+
+    model = kvae.VAE((8, 8, 1), 2, encoder=kvae.networks.mlp([8]), decoder=kvae.networks.mlp([8]))
+    model.compile()
+    model.save(tmp_path / "m.keras")
+    monkeypatch.setitem(base.TOLERANCE, "tflite_dynamic_int8", 1e-12)  # no int8 decoder is that exact
+    assert cli.main(["export", str(tmp_path / "m.keras"), "--format", "tflite", "--out", str(tmp_path / "out")]) == 0
+    report = json.loads((tmp_path / "out" / "report.json").read_text())
+    (skipped,) = [r for r in report["rows"] if "not_written" in r]
+    assert skipped["artifact"] == "tflite_dynamic_int8" and "does not match the Keras decoder" in skipped["not_written"]
+    assert sorted(p.name for p in (tmp_path / "out" / "tflite").iterdir()) == [
+        "decoder_float16.tflite", "decoder_float32.tflite", "decoder_int8.tflite"]
+    assert "not written: tflite_dynamic_int8 does not match" in capsys.readouterr().out
+    assert cli.main(["export", str(tmp_path / "m.keras"), "--format", "tflite", "--tflite-variants",
+                     "float32,dynamic_int8", "--out", str(tmp_path / "named")]) == cli.EXIT_FAILED
+    assert not (tmp_path / "named").exists()

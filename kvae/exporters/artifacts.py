@@ -112,7 +112,9 @@ def export(source, out_dir, formats=FORMATS, force=False, model_name="kvae", ver
     """Export the decoder of `source` (a run directory or `.keras` file) into
     `out_dir`, verify every artifact, and return the report (also written as
     report.json). `tflite_variants=None` writes `default_tflite_variants` of
-    the model's likelihood. Raises ExportError on any failure, leaving nothing behind.
+    the model's likelihood: a quantised default that fails its conversion or check
+    is left out and its report row says why (`not_written`), the rest are written.
+    Any other failure (a format or variant the user named) raises, leaving nothing behind.
 
     Args:
         source: a run directory or `.keras` file; out_dir: the directory to create;
@@ -162,6 +164,9 @@ def export(source, out_dir, formats=FORMATS, force=False, model_name="kvae", ver
                                          "coder's bits (kvae.anomaly.compressed_bits, in export/score.py)",
                               "thresholds": scorer_threshold}
     likelihood = model.likelihood
+    # the quantised defaults may fail their check without failing the export; a variant named by the user may not
+    optional = () if tflite_variants is not None else tuple(v for v in default_tflite_variants(likelihood)
+                                                           if v != "float32")
     tflite_variants = tuple(default_tflite_variants(likelihood) if tflite_variants is None else tflite_variants)
     refused = [f"{v}: {likelihood.tflite_refuses[v]}" for v in tflite_variants if v in likelihood.tflite_refuses]
     if refused and "tflite" in formats:
@@ -174,7 +179,7 @@ def export(source, out_dir, formats=FORMATS, force=False, model_name="kvae", ver
     # every artifact passed its check; on any failure or interrupt it is removed.
     with files.atomic_path(out_dir, directory=True) as work:
         return export_into(model, metadata, work, formats, model_name, int(version), num_check, seed,
-                            tflite_variants, log, scorer)
+                            tflite_variants, log, scorer, optional)
 
 
 def refuse_foreign(out_dir):
@@ -224,8 +229,10 @@ def scorer_check_inputs(model, n, seed):
 
 
 def export_into(model, metadata, work, formats, model_name, version, num_check, seed, tflite_variants, log,
-                scorer=False):
-    """Write and verify every artifact into `work`; the report."""
+                scorer=False, optional=()):
+    """Write and verify every artifact into `work`; the report. A TFLite variant in `optional` (the
+    quantised ones the user did not name) that fails its conversion or check is left out, and the
+    report says why, instead of failing the whole export."""
     import tensorflow as tf
 
     rng = np.random.default_rng(seed)
@@ -276,9 +283,17 @@ def export_into(model, metadata, work, formats, model_name, version, num_check, 
             for variant in tflite_variants:
                 path = work / "tflite" / f"decoder_{variant}.tflite"
                 source = Path(tmp) / ("decoder_clipped" if variant == "int8" and clip is not None else "decoder")
-                write_tflite(source, path, variant, model)
-                outputs, one = run_tflite(path, z, labels)
-                check(f"tflite_{variant}", path, outputs, measure_latency(one))
+                try:
+                    write_tflite(source, path, variant, model)
+                    outputs, one = run_tflite(path, z, labels)
+                    check(f"tflite_{variant}", path, outputs, measure_latency(one))
+                except VerificationError as e:
+                    if variant not in optional:
+                        raise
+                    path.unlink(missing_ok=True)
+                    rows[:] = [r for r in rows if r["artifact"] != f"tflite_{variant}"]
+                    rows.append({"artifact": f"tflite_{variant}", "not_written": str(e)})
+                    log(f"  {'tflite_' + variant:22s} NOT WRITTEN (a default, not asked for by name): {e}")
     if "onnx" in formats:
         (work / "onnx").mkdir()
         path = work / "onnx" / "decoder.onnx"
@@ -331,6 +346,9 @@ def format_report(report):
     """
     lines = [f"{'artifact':24s} {'size MB':>9s} {'max err':>9s} {'mean err':>9s} {'p50 ms':>8s} {'p99 ms':>8s}"]
     for r in report["rows"]:
+        if "not_written" in r:
+            lines.append(f"{r['artifact']:24s} not written: {r['not_written']}")
+            continue
         size = "-" if r["size_bytes"] is None else f"{r['size_bytes'] / 1e6:.3f}"
         lines.append(f"{r['artifact']:24s} {size:>9s} {r['max_abs_error']:9.1e} {r['mean_abs_error']:9.1e} "
                      f"{r['p50_ms']:8.3f} {r['p99_ms']:8.3f}")
