@@ -324,7 +324,7 @@ def test_a_really_full_disk_and_a_read_only_one(finished_run, tmp_path):
     assert not [f for f in (tmp_path / "files").read_text().split() if ".tmp-" in f]
     ro_err = (tmp_path / "ro.err").read_text().strip()
     assert (tmp_path / "ro.code").read_text().strip() == str(cli.EXIT_BAD_INPUT), ro_err
-    assert "cannot create the run directory" in ro_err and len(ro_err.splitlines()) == 1, ro_err
+    assert "cannot be written (read-only" in ro_err and "disk/new" in ro_err and len(ro_err.splitlines()) == 1, ro_err
 
 
 # ------------------------------------------------------------------- resume
