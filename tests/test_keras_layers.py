@@ -2,7 +2,6 @@
 serialisation, a functional model, mixed precision, training) on every public Keras layer of kvae,
 or the reason a check does not apply."""
 
-import numpy as np
 import pytest
 from keras.src import testing
 
